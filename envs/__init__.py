@@ -1,0 +1,1 @@
+"""Non-stationary Gymnasium environments and wrappers."""
