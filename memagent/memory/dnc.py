@@ -1,0 +1,171 @@
+"""The Differentiable Neural Computer: an LSTM controller with external memory (Graves et al. 2016).
+
+At step t the controller reads ``[x_t, r_{t-1}]`` (the input and the previous step's read vectors),
+emits the interface ``xi_t``, the memory writes then reads, and the output is
+``y_t = W_y [h_t, r_t] + b``. Gradients flow through the memory across time; use
+:meth:`DNC.detach_state` between truncated-BPTT segments.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from memagent.memory.access import InterfaceLayer, MemoryAccess, MemoryState
+from memagent.memory.config import MemoryConfig
+
+__all__ = ["DNC", "DNCState"]
+
+
+class DNCState(NamedTuple):
+    """Flat state of a :class:`DNC`; every field is a tensor with the batch dimension first.
+
+    controller_hidden (B, H); controller_cell (B, H); memory (B, N, W); usage (B, N); link
+    (B, Hw, N, N) or (B, 0) without temporal links; precedence (B, Hw, N) or (B, 0); read_weights
+    (B, R, N); write_weights (B, Hw, N); read_vectors (B, R, W).
+    """
+
+    controller_hidden: Tensor
+    controller_cell: Tensor
+    memory: Tensor
+    usage: Tensor
+    link: Tensor
+    precedence: Tensor
+    read_weights: Tensor
+    write_weights: Tensor
+    read_vectors: Tensor
+
+
+def _check_positive_int(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"DNC: {name} must be a positive int, got {value!r}")
+
+
+class DNC(nn.Module):
+    """Differentiable Neural Computer with an LSTM controller.
+
+    :param input_size: I, width of the input ``x_t``.
+    :param hidden_size: H, width of the LSTM controller.
+    :param output_size: O, width of the output ``y_t``.
+    :param memory: the memory configuration (default ``MemoryConfig()``).
+    """
+
+    def __init__(
+        self, input_size: int, hidden_size: int, output_size: int, memory: MemoryConfig | None = None
+    ) -> None:
+        super().__init__()
+        _check_positive_int("input_size", input_size)
+        _check_positive_int("hidden_size", hidden_size)
+        _check_positive_int("output_size", output_size)
+        memory = MemoryConfig() if memory is None else memory
+        if not isinstance(memory, MemoryConfig):
+            raise TypeError(f"DNC: memory must be a MemoryConfig, got {type(memory).__name__}")
+        self.input_size = input_size
+        self.hidden_size = hidden_size
+        self.output_size = output_size
+        self.config = memory
+        read_size = memory.num_read_heads * memory.word_size
+        self.read_size = read_size
+        self.controller = nn.LSTMCell(input_size + read_size, hidden_size)
+        self.interface = InterfaceLayer(hidden_size, memory)
+        self.access = MemoryAccess(memory)
+        self.output = nn.Linear(hidden_size + read_size, output_size)
+
+    # ------------------------------------------------------------------ state helpers
+    def initial_state(
+        self, batch_size: int, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+    ) -> DNCState:
+        """The all-zero initial state for ``batch_size`` samples (default: the parameters' device, dtype)."""
+        ref = self.output.weight
+        device = ref.device if device is None else device
+        dtype = ref.dtype if dtype is None else dtype
+        mem = self.access.initial_state(batch_size, device=device, dtype=dtype)
+        zeros = torch.zeros(batch_size, self.hidden_size, device=device, dtype=dtype)
+        return DNCState(zeros, zeros.clone(), *mem)
+
+    @staticmethod
+    def detach_state(state: DNCState) -> DNCState:
+        """The same state cut from the autograd graph (for truncated backpropagation through time)."""
+        return DNCState(*(field.detach() for field in state))
+
+    @staticmethod
+    def reset_state(state: DNCState, mask: Tensor) -> DNCState:
+        """Reset the samples flagged in ``mask`` (B,) bool to the (zero) initial state; others unchanged."""
+        mask = torch.as_tensor(mask, device=state.memory.device).to(torch.bool)
+        batch = state.memory.shape[0]
+        if mask.shape != (batch,):
+            raise ValueError(f"reset_state: mask must have shape ({batch},), got {tuple(mask.shape)}")
+        fields = []
+        for field in state:
+            view = mask.view(batch, *([1] * (field.dim() - 1)))
+            fields.append(field.masked_fill(view, 0.0))
+        return DNCState(*fields)
+
+    def _check_state(self, state: DNCState, batch: int) -> None:
+        if not isinstance(state, DNCState):
+            raise TypeError(f"DNC: state must be a DNCState, got {type(state).__name__}")
+        if state.memory.shape[0] != batch:
+            raise ValueError(f"DNC: state has batch size {state.memory.shape[0]}, input has {batch}")
+
+    # ------------------------------------------------------------------ forward
+    def forward(
+        self, x: Tensor, state: DNCState | None = None, episode_starts: Tensor | None = None
+    ) -> tuple[Tensor, DNCState]:
+        """Run the DNC over a sequence.
+
+        :param x: inputs of shape (B, T, I).
+        :param state: the state before the first step (default: the zero initial state).
+        :param episode_starts: optional (B, T) bool; where True, that sample's state is reset to the
+            initial state before step t is processed.
+        :return: ``(y (B, T, O), final DNCState)``.
+        """
+        if x.dim() != 3 or x.shape[-1] != self.input_size:
+            raise ValueError(
+                f"DNC.forward: x must have shape (B, T, {self.input_size}), got {tuple(x.shape)}"
+            )
+        batch, steps, _ = x.shape
+        state = self.initial_state(batch, x.device, x.dtype) if state is None else state
+        self._check_state(state, batch)
+        reset_steps: set[int] = set()
+        if episode_starts is not None:
+            episode_starts = torch.as_tensor(episode_starts, device=x.device).to(torch.bool)
+            if episode_starts.shape != (batch, steps):
+                raise ValueError(
+                    f"DNC.forward: episode_starts must have shape ({batch}, {steps}), "
+                    f"got {tuple(episode_starts.shape)}"
+                )
+            reset_steps = {int(t) for t in torch.nonzero(episode_starts.any(0)).flatten().tolist()}
+
+        cell = self.controller
+        in_size = self.input_size
+        # The input's share of the LSTM gates for all steps at once; per step only [r_{t-1}, h_{t-1}].
+        gates_x = torch.nn.functional.linear(x, cell.weight_ih[:, :in_size], cell.bias_ih + cell.bias_hh)
+        weight_rec = torch.cat([cell.weight_ih[:, in_size:], cell.weight_hh], dim=1)
+
+        h, c = state.controller_hidden, state.controller_cell
+        mem = MemoryState(*state[2:])
+        hiddens, reads_all = [], []
+        for t in range(steps):
+            if t in reset_steps:
+                reset = self.reset_state(DNCState(h, c, *mem), episode_starts[:, t])
+                h, c, mem = reset.controller_hidden, reset.controller_cell, MemoryState(*reset[2:])
+            prev_reads = mem.read_vectors.reshape(batch, self.read_size)
+            gates = gates_x[:, t] + torch.nn.functional.linear(torch.cat([prev_reads, h], dim=1), weight_rec)
+            i, f, g, o = gates.chunk(4, dim=1)
+            c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+            h = torch.sigmoid(o) * torch.tanh(c)
+            reads, mem = self.access(self.interface(h), mem)
+            hiddens.append(h)
+            reads_all.append(reads.reshape(batch, self.read_size))
+        features = torch.cat([torch.stack(hiddens, dim=1), torch.stack(reads_all, dim=1)], dim=-1)
+        y = self.output(features)
+        return y, DNCState(h, c, *mem)
+
+    def step(self, x: Tensor, state: DNCState) -> tuple[Tensor, DNCState]:
+        """One step: ``x`` (B, I) and the state -> ``(y (B, O), new state)``."""
+        if x.dim() != 2:
+            raise ValueError(f"DNC.step: x must have shape (B, {self.input_size}), got {tuple(x.shape)}")
+        y, state = self.forward(x.unsqueeze(1), state)
+        return y[:, 0], state

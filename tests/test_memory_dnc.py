@@ -1,0 +1,209 @@
+"""Behaviour of memagent.memory.DNC: gradients, equivalences, resets, stability, configuration errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from memagent.memory import DNC, DNCState, MemoryConfig, interface_size
+from memagent.memory.access import _interface_layout
+
+CFG = MemoryConfig(memory_size=6, word_size=4, num_read_heads=2, num_write_heads=2)
+
+
+def make(cfg: MemoryConfig = CFG, seed: int = 0, dtype=torch.float32) -> DNC:
+    torch.manual_seed(seed)
+    return DNC(3, 8, 2, cfg).to(dtype)
+
+
+def rand(*shape, seed: int = 1, dtype=torch.float32):
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=dtype)
+
+
+def test_shapes_state_fields_and_zero_state():
+    model = make()
+    y, state = model(rand(5, 7, 3))
+    assert y.shape == (5, 7, 2) and model.output_size == 2
+    assert isinstance(state, DNCState)
+    assert all(isinstance(f, torch.Tensor) and f.shape[0] == 5 for f in state)
+    assert state.link.shape == (5, 2, 6, 6) and state.memory.shape == (5, 6, 4)
+    s0 = model.initial_state(5)
+    assert all(float(f.abs().sum()) == 0.0 for f in s0)
+    y2, _ = model(rand(5, 7, 3), model.initial_state(5))
+    torch.testing.assert_close(y, y2, rtol=0, atol=0)  # zero state is deterministic and the default
+
+
+@pytest.mark.parametrize(
+    "cfg",
+    [CFG, MemoryConfig(memory_size=5, word_size=3, num_read_heads=1, num_write_heads=1)],
+    ids=["Hw2", "Hw1"],
+)
+def test_every_parameter_and_every_interface_part_gets_gradient(cfg):
+    model = make(cfg)
+    y, _ = model(rand(4, 6, 3))
+    y[:, 2:].pow(2).sum().backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+    # the rows of the interface layer that feed the write heads learn (the tutorial detached them)
+    grad = model.interface.linear.weight.grad
+    start = 0
+    for part, width in _interface_layout(cfg):
+        assert grad[start : start + width].abs().sum() > 0, part
+        start += width
+    assert start == interface_size(cfg)
+
+
+def test_gradient_flows_through_memory_across_time():
+    model = make()
+    x = rand(2, 6, 3).requires_grad_()
+    y, _ = model(x)
+    y[:, -1].sum().backward()
+    assert x.grad[:, 0].abs().sum() > 0
+
+
+@pytest.mark.parametrize("cfg", [CFG, MemoryConfig.tutorial(memory_size=5, word_size=3, num_read_heads=2)])
+def test_sequence_equals_step_by_step(cfg):
+    model = make(cfg, dtype=torch.float64)
+    x = rand(3, 8, 3, dtype=torch.float64)
+    starts = torch.zeros(3, 8, dtype=torch.bool)
+    starts[1, 4] = True
+    y_seq, s_seq = model(x, episode_starts=starts)
+    state = model.initial_state(3)
+    ys = []
+    for t in range(8):
+        state = model.reset_state(state, starts[:, t])
+        y, state = model.step(x[:, t], state)
+        ys.append(y)
+    torch.testing.assert_close(torch.stack(ys, 1), y_seq, rtol=1e-10, atol=1e-10)
+    for a, b in zip(state, s_seq):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+    # two chunks with the state carried over equal one pass
+    y1, s1 = model(x[:, :5], episode_starts=starts[:, :5])
+    y2, _ = model(x[:, 5:], s1, episode_starts=starts[:, 5:])
+    torch.testing.assert_close(torch.cat([y1, y2], 1), y_seq, rtol=1e-10, atol=1e-10)
+
+
+def test_batch_elements_are_independent():
+    model = make()
+    x = rand(4, 6, 3).requires_grad_()
+    y, _ = model(x)
+    y[0].sum().backward()
+    assert x.grad[1:].abs().sum() == 0 and x.grad[0].abs().sum() > 0
+    x2 = x.detach().clone()
+    x2[1:] = rand(3, 6, 3, seed=9)
+    y2, _ = model(x2)
+    torch.testing.assert_close(y2[0], y[0].detach(), rtol=0, atol=1e-6)
+    y_alone, _ = model(x.detach()[:1])
+    torch.testing.assert_close(y_alone[0], y[0].detach(), rtol=0, atol=1e-6)
+
+
+def test_episode_starts_reset_exactly_the_flagged_samples():
+    model = make()
+    x = rand(3, 9, 3)
+    starts = torch.zeros(3, 9, dtype=torch.bool)
+    starts[0, 4] = True
+    starts[2, 0] = True  # a reset at t=0 is the same as the zero state
+    y, _ = model(x, episode_starts=starts)
+    y_plain, _ = model(x)
+    y_fresh, _ = model(x[:1, 4:])
+    torch.testing.assert_close(y[0, :4], y_plain[0, :4], rtol=0, atol=0)
+    torch.testing.assert_close(y[0, 4:], y_fresh[0], rtol=0, atol=1e-6)
+    assert (y[0, 4:] - y_plain[0, 4:]).abs().max() > 1e-4  # the reset did something
+    torch.testing.assert_close(y[1:], y_plain[1:], rtol=0, atol=0)
+
+
+def test_reset_and_detach_state():
+    model = make()
+    _, state = model(rand(3, 4, 3))
+    mask = torch.tensor([True, False, True])
+    reset = model.reset_state(state, mask)
+    for before, after in zip(state, reset):
+        assert after[mask].abs().sum() == 0
+        torch.testing.assert_close(after[1], before[1], rtol=0, atol=0)
+    detached = DNC.detach_state(state)
+    assert all(not f.requires_grad for f in detached)
+    with pytest.raises(ValueError, match="mask"):
+        model.reset_state(state, torch.tensor([True, False]))
+
+
+def test_no_nan_with_zero_memory_and_zero_input():
+    model = make()
+    x = torch.zeros(2, 5, 3, requires_grad=True)
+    y, state = model(x)
+    y.sum().backward()
+    assert torch.isfinite(y).all() and torch.isfinite(x.grad).all()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+def test_no_nan_over_10000_steps():
+    cfg = MemoryConfig(memory_size=8, word_size=4, num_read_heads=2, num_write_heads=1)
+    model = make(cfg)
+    g = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        state = model.initial_state(2)
+        for _ in range(10):
+            y, state = model(torch.randn(2, 1000, 3, generator=g) * 5, state)
+            assert torch.isfinite(y).all()
+    assert all(torch.isfinite(f).all() for f in state)
+    assert 0 <= float(state.usage.min()) and float(state.usage.max()) <= 1 + 1e-5
+    assert 0 <= float(state.link.min()) and float(state.link.max()) <= 1 + 1e-5
+
+
+def test_no_n_by_n_tensor_without_temporal_links():
+    n = 37
+    cfg = MemoryConfig(memory_size=n, word_size=3, num_read_heads=2, temporal_links=False)
+    model = make(cfg)
+    shapes = []
+
+    def pack(t):
+        shapes.append(tuple(t.shape))
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        y, state = model(rand(2, 4, 3))
+    y.sum().backward()
+    assert shapes, "hooks saw no tensor"
+    assert not any(s.count(n) >= 2 for s in shapes + [tuple(f.shape) for f in state])
+    assert state.link.shape == (2, 0) and state.precedence.shape == (2, 0)
+
+
+def test_tutorial_config_is_content_only_with_decaying_usage():
+    cfg = MemoryConfig.tutorial(memory_size=5, word_size=3, num_read_heads=2)
+    assert not cfg.allocation and not cfg.temporal_links and cfg.usage_decay == 0.99
+    model = make(cfg)
+    _, state = model(rand(2, 6, 3))
+    assert state.usage.max() <= 1
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"memory_size": 0}, "memory_size"),
+        ({"word_size": -1}, "word_size"),
+        ({"num_read_heads": 0}, "num_read_heads"),
+        ({"num_write_heads": 0}, "num_write_heads"),
+        ({"memory_size": 2.5}, "memory_size"),
+        ({"allocation": 1}, "allocation"),
+        ({"temporal_links": "yes"}, "temporal_links"),
+        ({"usage_decay": 0.0}, "usage_decay"),
+        ({"usage_decay": 1.5}, "usage_decay"),
+        ({"epsilon": 0.0}, "epsilon"),
+    ],
+)
+def test_bad_config_raises_naming_the_field(kwargs, field):
+    with pytest.raises((ValueError, TypeError), match=field):
+        MemoryConfig(**kwargs)
+
+
+def test_bad_dnc_arguments_raise():
+    with pytest.raises(ValueError, match="hidden_size"):
+        DNC(3, 0, 2)
+    with pytest.raises(TypeError, match="memory"):
+        DNC(3, 4, 2, memory={"memory_size": 4})
+    model = make()
+    with pytest.raises(ValueError, match="x must have shape"):
+        model(torch.zeros(2, 3, 4))
+    with pytest.raises(ValueError, match="episode_starts"):
+        model(torch.zeros(2, 3, 3), episode_starts=torch.zeros(2, 4, dtype=torch.bool))
+    with pytest.raises(ValueError, match="batch size"):
+        model(torch.zeros(2, 3, 3), model.initial_state(3))
