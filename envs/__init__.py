@@ -1,1 +1,77 @@
-"""Non-stationary Gymnasium environments and wrappers."""
+"""Non-stationary Gymnasium environments and wrappers.
+
+Importing ``envs`` registers the ids below with Gymnasium (``gym.make(id, **overrides)``):
+
+=================================================  ===========================================================
+id                                                 variant
+=================================================  ===========================================================
+``memagent/NonStationaryRegression-v0``            feedback = previous target ``y_{t-1}`` (MANN-style)
+``memagent/NonStationaryRegressionReward-v0``      feedback = previous reward only (needs memory)
+``memagent/NonStationaryRegressionSparse-v0``      previous target revealed every 10 steps (needs memory)
+``memagent/NonStationaryRegressionNoisy-v0``       previous target with N(0, 2²) noise (needs memory)
+``memagent/NonStationaryRegressionHazard-v0``      like v0, switches at random times (hazard 0.02)
+``memagent/NonStationaryRegressionOracle-v0``      like v0 plus the one-hot task id (upper bound)
+``memagent/ContinualRegression-v0``                one task per curriculum phase (tutorial tasks 0..3)
+=================================================  ===========================================================
+
+``REGRESSION_IDS`` maps each id to its constructor keyword arguments; :func:`envs.vector.make_vec_env`
+builds the natively batched :class:`~envs.vector.RegressionVecEnv` for them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+
+from envs.regression import NonStationaryRegression
+from envs.tasks import Task, get_task, list_tasks, register_task, tutorial_task
+
+__all__ = [
+    "REGRESSION_IDS",
+    "NonStationaryRegression",
+    "Task",
+    "get_task",
+    "list_tasks",
+    "register_task",
+    "tutorial_task",
+]
+
+_TUTORIAL4 = ("sin_mean", "half_cos_mean", "tanh_shift_2", "tanh_shift_3")
+_THREE = ("sin_mean", "half_cos_mean", "tanh_shift_2")
+
+#: registered id -> keyword arguments of :class:`NonStationaryRegression`
+REGRESSION_IDS: dict[str, dict[str, Any]] = {
+    "memagent/NonStationaryRegression-v0": {"tasks": _TUTORIAL4, "feedback": "target"},
+    "memagent/NonStationaryRegressionReward-v0": {"tasks": _THREE, "feedback": "reward"},
+    "memagent/NonStationaryRegressionSparse-v0": {"tasks": _THREE, "feedback": "target", "reveal_every": 10},
+    "memagent/NonStationaryRegressionNoisy-v0": {
+        "tasks": _THREE,
+        "feedback": "target",
+        "feedback_noise": 2.0,
+    },
+    "memagent/NonStationaryRegressionHazard-v0": {
+        "tasks": _TUTORIAL4,
+        "feedback": "target",
+        "schedule": "hazard",
+        "hazard": 0.02,
+    },
+    "memagent/NonStationaryRegressionOracle-v0": {"tasks": _TUTORIAL4, "feedback": "target", "oracle": True},
+    "memagent/ContinualRegression-v0": {
+        "tasks": _TUTORIAL4,
+        "feedback": "target",
+        "schedule": "none",
+        "phases": [[name] for name in _TUTORIAL4],
+    },
+}
+
+
+def _register() -> None:
+    for env_id, kwargs in REGRESSION_IDS.items():
+        if env_id not in gym.registry:
+            gym.register(
+                id=env_id, entry_point="envs.regression:NonStationaryRegression", kwargs=dict(kwargs)
+            )
+
+
+_register()

@@ -1,0 +1,152 @@
+"""Task-switch schedules shared by the regression env and the :class:`~envs.wrappers.NonStationary` wrapper.
+
+A schedule says at which steps of an episode the task changes:
+
+* ``"none"``: the task drawn at reset holds for the whole episode;
+* ``"period"``: the task changes every ``period`` steps (at steps ``period, 2·period, …``);
+* ``"hazard"``: at every step ``t ≥ 1`` the task changes with probability ``hazard`` (geometric gaps);
+* an explicit list of ``(step, task)`` pairs: from ``step`` on, the task is ``task``. A pair with step 0
+  fixes the task at reset; otherwise the initial task is drawn from the pool.
+
+At a ``"period"`` or ``"hazard"`` switch the new task is drawn uniformly from the pool *excluding the
+current task*, so every scheduled switch really changes the task (a pool of one task never switches).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+__all__ = ["SwitchSchedule", "parse_schedule", "task_sequence"]
+
+SCHEDULE_KINDS = ("none", "period", "hazard", "explicit")
+
+
+@dataclass(frozen=True)
+class SwitchSchedule:
+    """A validated switch schedule.
+
+    :param kind: one of ``"none"``, ``"period"``, ``"hazard"``, ``"explicit"``.
+    :param period: steps between switches (``kind="period"``).
+    :param hazard: per-step switch probability (``kind="hazard"``).
+    :param events: ``(step, task_index)`` pairs sorted by step (``kind="explicit"``).
+    """
+
+    kind: str
+    period: int = 50
+    hazard: float = 0.0
+    events: tuple[tuple[int, int], ...] = ()
+
+    def switches_at(self, t: int, rng: np.random.Generator) -> bool:
+        """Whether a pool switch happens at step ``t`` (online; ``"explicit"`` is handled by the caller)."""
+        if t <= 0:
+            return False
+        if self.kind == "period":
+            return t % self.period == 0
+        if self.kind == "hazard":
+            return bool(rng.random() < self.hazard)
+        return False
+
+
+def parse_schedule(
+    schedule: str | Sequence[tuple[int, Any]] | SwitchSchedule | None,
+    *,
+    period: int = 50,
+    hazard: float = 0.02,
+    task_index: Callable[[Any], int],
+    horizon: int | None = None,
+) -> SwitchSchedule:
+    """Validate a user schedule spec.
+
+    :param schedule: ``"none"``/``None``, ``"period"``, ``"hazard"``, a list of ``(step, task)`` pairs,
+        or a :class:`SwitchSchedule`.
+    :param period: used when ``schedule == "period"``; an integer >= 1.
+    :param hazard: used when ``schedule == "hazard"``; a probability in [0, 1].
+    :param task_index: maps a task given in an explicit pair (a name or an index) to its index; raises
+        ``ValueError`` for unknown tasks.
+    :param horizon: if given, explicit steps must lie in ``[0, horizon)``.
+    :raises ValueError: for an unknown kind, a bad period/hazard, or unsorted/duplicate/out-of-range steps.
+    """
+    if isinstance(schedule, SwitchSchedule):
+        return schedule
+    if schedule is None or (isinstance(schedule, str) and schedule == "none"):
+        return SwitchSchedule("none")
+    if isinstance(schedule, str):
+        if schedule == "period":
+            if isinstance(period, bool) or not isinstance(period, int | np.integer) or period < 1:
+                raise ValueError(f"period must be an integer >= 1, got {period!r}")
+            return SwitchSchedule("period", period=int(period))
+        if schedule == "hazard":
+            if not (isinstance(hazard, float | int) and 0.0 <= float(hazard) <= 1.0):
+                raise ValueError(f"hazard must be a probability in [0, 1], got {hazard!r}")
+            return SwitchSchedule("hazard", hazard=float(hazard))
+        raise ValueError(
+            f"schedule must be one of {SCHEDULE_KINDS[:3]}, a list of (step, task) pairs or a SwitchSchedule,"
+            " "
+            f"got {schedule!r}"
+        )
+    try:
+        pairs = [tuple(p) for p in schedule]
+    except TypeError as exc:
+        raise ValueError(
+            f"schedule must be a string or a list of (step, task) pairs, got {schedule!r}"
+        ) from exc
+    if not pairs:
+        raise ValueError("an explicit schedule needs at least one (step, task) pair")
+    events = []
+    for pair in pairs:
+        if len(pair) != 2:
+            raise ValueError(f"schedule entries must be (step, task) pairs, got {pair!r}")
+        step, task = pair
+        if isinstance(step, bool) or not isinstance(step, int | np.integer) or step < 0:
+            raise ValueError(f"schedule step must be an integer >= 0, got {step!r} in {pair!r}")
+        if horizon is not None and step >= horizon:
+            raise ValueError(f"schedule step {step} is outside the episode [0, {horizon})")
+        events.append((int(step), int(task_index(task))))
+    steps = [s for s, _ in events]
+    if any(b <= a for a, b in zip(steps, steps[1:])):
+        raise ValueError(f"schedule steps must be strictly increasing, got {steps}")
+    return SwitchSchedule("explicit", events=tuple(events))
+
+
+def task_sequence(
+    schedule: SwitchSchedule, rng: np.random.Generator, length: int, pool: np.ndarray
+) -> np.ndarray:
+    """Draw the task of every step of an episode, vectorised over steps.
+
+    Random numbers are consumed in a fixed order (initial task, then switch times, then switch targets),
+    so the same generator state gives the same sequence.
+
+    :param schedule: the switch schedule.
+    :param rng: the episode's generator.
+    :param length: number of steps ``L``.
+    :param pool: task indices that may be drawn, shape ``(P,)``.
+    :return: task index of each step, shape ``(L,)`` int64.
+    """
+    pool = np.asarray(pool, dtype=np.int64)
+    n_pool = len(pool)
+    if schedule.kind == "explicit":
+        seq = np.empty(length, dtype=np.int64)
+        first_step = schedule.events[0][0]
+        if first_step > 0:
+            seq[:first_step] = pool[rng.integers(n_pool)]
+        for i, (step, task) in enumerate(schedule.events):
+            end = schedule.events[i + 1][0] if i + 1 < len(schedule.events) else length
+            seq[step:end] = task
+        return seq
+    start = rng.integers(n_pool)
+    if schedule.kind == "none" or n_pool == 1:
+        return np.full(length, pool[start], dtype=np.int64)
+    steps = np.arange(length)
+    if schedule.kind == "period":
+        switch = (steps > 0) & (steps % schedule.period == 0)
+    else:  # hazard
+        switch = rng.random(length) < schedule.hazard
+        switch[0] = False
+    # a switch moves to one of the other P-1 tasks: position += 1 + U{0..P-2} (mod P)
+    offsets = rng.integers(n_pool - 1, size=length) + 1
+    position = (start + np.cumsum(np.where(switch, offsets, 0))) % n_pool
+    return pool[position]
