@@ -85,15 +85,30 @@ class EpisodePlans(NamedTuple):
 
 
 def draw_episode(
-    layout: RegressionLayout, schedule: SwitchSchedule, pool: np.ndarray, rng: np.random.Generator
+    layout: RegressionLayout,
+    schedule: SwitchSchedule,
+    pool: np.ndarray,
+    rng: np.random.Generator,
+    xs_out: np.ndarray | None = None,
+    noise_out: np.ndarray | None = None,
 ) -> EpisodeDraws:
-    """Draw one episode's randomness; order: inputs, feedback noise, task sequence (fixed for determinism)."""
+    """Draw one episode's randomness; order: inputs, feedback noise, task sequence (fixed for determinism).
+
+    :param xs_out: optional C-contiguous float32 array of shape ``(L, d)`` that receives the inputs
+        (lets a batch draw straight into its ``(B, L, d)`` buffer).
+    :param noise_out: likewise for the feedback noise.
+    """
     length = layout.episode_length + 1
-    xs = rng.standard_normal((length, layout.dim), dtype=np.float32)
+    if xs_out is None:
+        xs_out = np.empty((length, layout.dim), np.float32)
+    xs = rng.standard_normal(dtype=np.float32, out=xs_out)
     noise = None
     if layout.feedback_noise > 0 and layout.feedback != "none":
-        shape = (length, layout.dim) if layout.feedback == "target" else (length,)
-        noise = rng.standard_normal(shape, dtype=np.float32) * np.float32(layout.feedback_noise)
+        if noise_out is None:
+            shape = (length, layout.dim) if layout.feedback == "target" else (length,)
+            noise_out = np.empty(shape, np.float32)
+        noise = rng.standard_normal(dtype=np.float32, out=noise_out)
+        noise *= np.float32(layout.feedback_noise)
     tasks = task_sequence(schedule, rng, length, pool)
     return EpisodeDraws(xs, noise, tasks)
 
@@ -107,60 +122,88 @@ def revealed_mask(layout: RegressionLayout) -> np.ndarray:
     return (t >= 1) & (t % layout.reveal_every == 0)
 
 
-def build_plans(
-    layout: RegressionLayout,
-    draws: Sequence[EpisodeDraws],
-    out: EpisodePlans | None = None,
-    rows: np.ndarray | None = None,
-) -> EpisodePlans:
-    """Targets and observations of ``B`` episodes, computed in one pass per task (no loop over copies).
+def episode_targets(layout: RegressionLayout, xs: np.ndarray, tasks: np.ndarray) -> np.ndarray:
+    """``y[b, t] = f_{tasks[b, t]}(x[b, t])``, one vectorised call per task present (no loop over copies).
 
-    ``y[b, t] = task_{tasks[b, t]}(x[b, t])``; observation ``t`` is ``[x_t, feedback about t-1, one-hot]``.
-
-    :param layout: static configuration.
-    :param draws: the ``B`` episodes' randomness.
-    :param out: if given, plans are written into rows ``rows`` of these arrays (in place) and returned.
-    :param rows: row indices into ``out``, shape ``(B,)``.
+    :param xs: inputs, shape ``(B, L, d)``.
+    :param tasks: task ids, shape ``(B, L)``.
+    :return: targets, shape ``(B, L, d)``, dtype of ``xs``.
     """
-    d = layout.dim
-    xs = np.stack([dr.xs for dr in draws])  # (B, L, d)
-    tasks = np.stack([dr.tasks for dr in draws])  # (B, L)
-    b, length = tasks.shape
     ys = np.empty_like(xs)
-    for k in np.unique(tasks):
+    present = np.flatnonzero(np.bincount(tasks.ravel(), minlength=len(layout.tasks)))
+    if len(present) == 1:
+        ys[...] = layout.tasks[present[0]](xs)
+        return ys
+    for k in present:
         mask = tasks == k
         ys[mask] = layout.tasks[k](xs[mask])
+    return ys
+
+
+def build_plans(
+    layout: RegressionLayout, xs: np.ndarray, tasks: np.ndarray, noise: np.ndarray | None
+) -> EpisodePlans:
+    """Targets and observations of ``B`` whole episodes at once.
+
+    Observation ``t`` is ``[x_t, feedback about step t-1, one-hot(k_t)]`` (see the class docstring);
+    reward feedback depends on the action and is written at step time (:func:`observe`).
+
+    :param xs: inputs, shape ``(B, L, d)`` float32.
+    :param tasks: task ids, shape ``(B, L)`` int64.
+    :param noise: feedback noise, shape ``(B, L, d)`` (target) or ``(B, L)`` (reward), or None.
+    """
+    d = layout.dim
+    b, length = tasks.shape
+    ys = episode_targets(layout, xs, tasks)
     switched = np.zeros((b, length), dtype=bool)
-    switched[:, 1:] = tasks[:, 1:] != tasks[:, :-1]
-    obs = np.zeros((b, length, layout.obs_size), dtype=np.float32)
+    np.not_equal(tasks[:, 1:], tasks[:, :-1], out=switched[:, 1:])
+    obs = np.empty((b, length, layout.obs_size), dtype=np.float32)
     obs[:, :, :d] = xs
     rev = revealed_mask(layout)
     reward_noise = None
-    if layout.feedback != "none":
-        obs[:, rev, layout.flag_col] = 1.0
     if layout.feedback == "target":
-        fb = ys[:, :-1]
-        if draws[0].noise is not None:
-            fb = fb + np.stack([dr.noise for dr in draws])[:, 1:]
-        obs[:, 1:, d : 2 * d] = fb * rev[1:, None]
-    elif layout.feedback == "reward":
-        if draws[0].noise is not None:
-            reward_noise = np.stack([dr.noise for dr in draws])
+        fb = obs[:, :, d : 2 * d]
+        fb[:, 0] = 0.0
+        if noise is not None:
+            np.add(ys[:, :-1], noise[:, 1:], out=fb[:, 1:])
         else:
-            reward_noise = np.zeros((b, length), dtype=np.float32)
+            fb[:, 1:] = ys[:, :-1]
+        if layout.reveal_every > 1:
+            fb *= rev[:, None]
+    elif layout.feedback == "reward":
+        obs[:, :, d] = 0.0
+        reward_noise = noise if noise is not None else np.zeros((b, length), dtype=np.float32)
+    if layout.feedback != "none":
+        obs[:, :, layout.flag_col] = rev
     if layout.oracle:
         off = d + layout.feedback_size
-        bi, ti = np.meshgrid(np.arange(b), np.arange(length), indexing="ij")
-        obs[bi, ti, off + tasks] = 1.0
-    if out is None:
-        return EpisodePlans(obs, ys, tasks, switched, reward_noise)
-    out.obs[rows] = obs
-    out.ys[rows] = ys
-    out.tasks[rows] = tasks
-    out.switched[rows] = switched
-    if out.noise is not None:
-        out.noise[rows] = reward_noise
-    return out
+        obs[:, :, off:] = tasks[:, :, None] == np.arange(len(layout.tasks))
+    return EpisodePlans(obs, ys, tasks, switched, reward_noise)
+
+
+def score(layout: RegressionLayout, actions: np.ndarray, ys_t: np.ndarray) -> np.ndarray:
+    """Rewards ``r = -reward_scale · mean_j (clip(ŷ)_j - y_j)²`` for a batch.
+
+    :param actions: predictions ``ŷ``, shape ``(B, d)``.
+    :param ys_t: targets, shape ``(B, d)``.
+    :return: rewards, shape ``(B,)`` float32.
+    """
+    err = np.clip(np.asarray(actions, dtype=np.float32), -layout.action_bound, layout.action_bound)
+    err -= ys_t
+    err *= err
+    rewards = np.add.reduce(err, axis=1)
+    rewards *= np.float32(-layout.reward_scale / layout.dim)
+    return rewards
+
+
+def observe(
+    layout: RegressionLayout, plans: EpisodePlans, t: int, rewards: np.ndarray, revealed: np.ndarray
+) -> np.ndarray:
+    """Observations ``(B, D)`` at step ``t`` given the rewards ``(B,)`` of step ``t-1`` (a fresh array)."""
+    obs = plans.obs[:, t].copy()
+    if plans.noise is not None and revealed[t]:
+        np.add(rewards, plans.noise[:, t], out=obs[:, layout.dim])
+    return obs
 
 
 class NonStationaryRegression(gym.Env):
@@ -321,7 +364,6 @@ class NonStationaryRegression(gym.Env):
         self.observation_space = spaces.Box(-np.inf, np.inf, (self.layout.obs_size,), np.float32)
         self._plan: EpisodePlans | None = None
         self._t = 0
-        self._reward_col = self.layout.dim if self.layout.feedback == "reward" else -1
         self._revealed = revealed_mask(self.layout)
 
     # ----------------------------------------------------------------------------------------- tasks
@@ -405,45 +447,40 @@ class NonStationaryRegression(gym.Env):
                 np.random.PCG64(np.random.SeedSequence(seed, spawn_key=(EVAL_STREAM,)))
             )
 
-    def draw_episode(self) -> EpisodeDraws:
-        """Draw the next episode's randomness from this env's generator (used by the batched VecEnv)."""
-        return draw_episode(self.layout, self.schedule, self._pool, self.np_random)
+    def draw_episode(
+        self, xs_out: np.ndarray | None = None, noise_out: np.ndarray | None = None
+    ) -> EpisodeDraws:
+        """Draw the next episode's randomness from this env's generator (the batched VecEnv calls this)."""
+        return draw_episode(self.layout, self.schedule, self._pool, self.np_random, xs_out, noise_out)
 
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[np.ndarray, dict]:
         """Start an episode; ``options`` is unused. Returns ``(obs (D,), {"task_id": k_0})``."""
         self.seed_stream(seed)
-        self._plan = build_plans(self.layout, [self.draw_episode()])
+        draws = self.draw_episode()
+        noise = None if draws.noise is None else draws.noise[None]
+        self._plan = build_plans(self.layout, draws.xs[None], draws.tasks[None], noise)
         self._t = 0
         return self._plan.obs[0, 0].copy(), {"task_id": int(self._plan.tasks[0, 0])}
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
         """Score the prediction ``action`` (d,) against ``y_t`` and move to step ``t+1``."""
-        if self._plan is None:
+        plan, t = self._plan, self._t
+        if plan is None:
             raise RuntimeError("call reset() before step()")
-        t = self._t
         if t >= self.layout.episode_length:
             raise RuntimeError("the episode was truncated; call reset() before stepping again")
-        layout = self.layout
-        a = np.clip(
-            np.asarray(action, dtype=np.float32).reshape(layout.dim),
-            -layout.action_bound,
-            layout.action_bound,
-        )
-        y = self._plan.ys[0, t]
-        err = a - y
-        reward = -(err * err).mean() * np.float32(layout.reward_scale)
+        y = plan.ys[:, t]
+        rewards = score(self.layout, np.reshape(action, (1, self.layout.dim)), y)
         self._t = t = t + 1
-        obs = self._plan.obs[0, t].copy()
-        if self._reward_col >= 0 and self._revealed[t]:
-            obs[self._reward_col] = reward + self._plan.noise[0, t]
+        obs = observe(self.layout, plan, t, rewards, self._revealed)
         info = {
-            "task_id": int(self._plan.tasks[0, t - 1]),
-            "switched": bool(self._plan.switched[0, t - 1]),
-            "target": y,
+            "task_id": int(plan.tasks[0, t - 1]),
+            "switched": bool(plan.switched[0, t - 1]),
+            "target": y[0],
         }
-        return obs, float(reward), False, t >= layout.episode_length, info
+        return obs[0], float(rewards[0]), False, t >= self.layout.episode_length, info
 
 
 def _check_int(name: str, value: Any, low: int) -> None:

@@ -1,0 +1,202 @@
+"""A natively batched Stable-Baselines3 ``VecEnv`` for :class:`~envs.regression.NonStationaryRegression`.
+
+``RegressionVecEnv(n, env_kwargs)`` behaves exactly like ``DummyVecEnv([lambda: NonStationaryRegression(
+**env_kwargs)] * n)`` — same observations, rewards, dones and infos step for step under the same seeds,
+same-step autoreset with ``info["terminal_observation"]`` and ``info["TimeLimit.truncated"]``, ``seed``,
+``get_attr``/``set_attr``/``env_method`` — but steps all copies in one numpy computation.
+
+How: every copy keeps its own :class:`NonStationaryRegression` instance for its random generator, its task
+pool and its methods. At reset each copy draws its episode's randomness from its own generator (the only
+per-copy loop, once per episode); targets and observations of the whole episode are then computed for all
+copies at once into ``(n, L, ·)`` arrays, and a step is a handful of array operations on row ``t``.
+
+All copies share one clock (episodes have a fixed length), so they are reset together. Call ``reset`` on
+the VecEnv, never ``env_method("reset")``; methods that change the task pool (``set_phase``,
+``set_task_pool``) take effect at the next reset, as in the single env.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecMonitor
+from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices, VecEnvObs, VecEnvStepReturn
+
+from envs.regression import EpisodePlans, NonStationaryRegression, build_plans, observe, revealed_mask, score
+
+__all__ = ["RegressionVecEnv", "make_vec_env"]
+
+_ENTRY_POINT = "envs.regression:NonStationaryRegression"
+
+
+class RegressionVecEnv(VecEnv):
+    """``n`` copies of :class:`NonStationaryRegression` stepped as one batch.
+
+    :param num_envs: number of copies ``n``.
+    :param env_kwargs: keyword arguments of :class:`NonStationaryRegression` (the same for every copy).
+    :param seed: if given, ``seed(seed)`` is called: copy ``i`` is seeded with ``seed + i`` at the next reset,
+        exactly as SB3's ``VecEnv.seed`` does.
+
+    ``step`` takes actions of shape ``(n, d)`` and returns observations ``(n, D)`` float32, rewards ``(n,)``
+    float32, dones ``(n,)`` bool and ``n`` info dicts.
+    """
+
+    def __init__(
+        self, num_envs: int, env_kwargs: dict[str, Any] | None = None, seed: int | None = None
+    ) -> None:
+        if isinstance(num_envs, bool) or not isinstance(num_envs, int | np.integer) or num_envs < 1:
+            raise ValueError(f"num_envs must be an integer >= 1, got {num_envs!r}")
+        self.env_kwargs = dict(env_kwargs or {})
+        self.envs = [NonStationaryRegression(**self.env_kwargs) for _ in range(int(num_envs))]
+        first = self.envs[0]
+        self._t = -1  # -1: not reset yet
+        self._plans: EpisodePlans | None = None
+        super().__init__(int(num_envs), first.observation_space, first.action_space)
+        self.layout = first.layout
+        self._revealed = revealed_mask(self.layout)
+        self._actions: np.ndarray | None = None
+        self.metadata = first.metadata
+        if seed is not None:
+            self.seed(seed)
+
+    # ---------------------------------------------------------------------------------- episodes
+    def _start_episodes(self, seeds: Sequence[int | None]) -> np.ndarray:
+        """Draw and build new episodes for all copies; returns the first observations ``(n, D)``.
+
+        Each copy draws from its own generator straight into row ``i`` of the batch buffers (the only loop
+        over copies, once per episode); targets and observations are then built for all copies at once.
+        """
+        layout, n = self.layout, self.num_envs
+        length = layout.episode_length + 1
+        xs = np.empty((n, length, layout.dim), np.float32)
+        noise = None
+        if layout.feedback_noise > 0 and layout.feedback != "none":
+            noise = np.empty(
+                (n, length, layout.dim) if layout.feedback == "target" else (n, length), np.float32
+            )
+        tasks = np.empty((n, length), np.int64)
+        for i, (env, seed) in enumerate(zip(self.envs, seeds)):
+            if seed is not None:
+                env.seed_stream(seed)
+            tasks[i] = env.draw_episode(xs[i], None if noise is None else noise[i]).tasks
+        self._plans = build_plans(layout, xs, tasks, noise)
+        self._t = 0
+        self.reset_infos = [{"task_id": k} for k in tasks[:, 0].tolist()]
+        return self._plans.obs[:, 0].copy()
+
+    def reset(self) -> VecEnvObs:
+        """Reset every copy (copy ``i`` seeded with ``seeds[i]`` if :meth:`seed` was called); ``(n, D)``."""
+        obs = self._start_episodes(self._seeds)
+        self._reset_seeds()
+        self._reset_options()
+        return obs
+
+    def step_async(self, actions: np.ndarray) -> None:
+        self._actions = actions
+
+    def step_wait(self) -> VecEnvStepReturn:
+        """Score all predictions ``(n, d)`` at once (:func:`envs.regression.score`); autoreset at the end."""
+        if self._t < 0:
+            raise RuntimeError("call reset() before step()")
+        layout, plans, t = self.layout, self._plans, self._t
+        y = plans.ys[:, t]
+        rewards = score(layout, np.reshape(self._actions, (self.num_envs, layout.dim)), y)
+        t += 1
+        obs = observe(layout, plans, t, rewards, self._revealed)
+        truncated = t >= layout.episode_length
+        infos = [
+            {"task_id": k, "switched": s, "target": yy, "TimeLimit.truncated": truncated}
+            for k, s, yy in zip(plans.tasks[:, t - 1].tolist(), plans.switched[:, t - 1].tolist(), y)
+        ]
+        self._t = t
+        if truncated:
+            for i, info in enumerate(infos):
+                info["terminal_observation"] = obs[i]
+            obs = self._start_episodes([None] * self.num_envs)
+        return obs, rewards, np.full(self.num_envs, truncated), infos
+
+    def close(self) -> None:
+        for env in self.envs:
+            env.close()
+
+    # ------------------------------------------------------------------------------ sub-env access
+    def _target_envs(self, indices: VecEnvIndices) -> list[NonStationaryRegression]:
+        """Sub-envs at ``indices``, with their views of the batch's current episode brought up to date."""
+        idx = list(self._get_indices(indices))
+        for i in idx:
+            env = self.envs[i]
+            if self._plans is not None:
+                p = self._plans
+                env._plan = EpisodePlans(*(None if a is None else a[i : i + 1] for a in p))
+                env._t = self._t
+        return [self.envs[i] for i in idx]
+
+    def get_attr(self, attr_name: str, indices: VecEnvIndices = None) -> list[Any]:
+        """Attribute ``attr_name`` of each copy (e.g. ``task_id``, ``task_pool``, ``phase``)."""
+        return [getattr(env, attr_name) for env in self._target_envs(indices)]
+
+    def set_attr(self, attr_name: str, value: Any, indices: VecEnvIndices = None) -> None:
+        """Set an attribute on each copy; the static layout (dim, feedback, …) cannot change this way."""
+        if attr_name in {"layout", "observation_space", "action_space"}:
+            raise ValueError(
+                f"set_attr: {attr_name!r} is shared by the whole batch; build a new RegressionVecEnv"
+            )
+        for env in self._target_envs(indices):
+            setattr(env, attr_name, value)
+
+    def env_method(
+        self, method_name: str, *method_args, indices: VecEnvIndices = None, **method_kwargs
+    ) -> list[Any]:
+        """Call ``method_name`` on each copy (e.g. ``env_method("set_phase", 2)``); not ``reset``/``step``."""
+        if method_name in {"reset", "step"}:
+            raise ValueError(f"env_method({method_name!r}): call the VecEnv's own {method_name}() instead")
+        return [
+            getattr(env, method_name)(*method_args, **method_kwargs) for env in self._target_envs(indices)
+        ]
+
+    def env_is_wrapped(self, wrapper_class: type[gym.Wrapper], indices: VecEnvIndices = None) -> list[bool]:
+        """The copies are bare environments: always ``False``."""
+        return [False for _ in self._get_indices(indices)]
+
+
+def make_vec_env(
+    env_id: str,
+    n_envs: int = 1,
+    seed: int | None = None,
+    env_kwargs: dict[str, Any] | None = None,
+    monitor: bool = True,
+    vec_env_cls: type[VecEnv] | None = None,
+) -> VecEnv:
+    """Vectorised environment for ``env_id``, batched natively when possible.
+
+    For ids whose entry point is :class:`NonStationaryRegression` (all ``memagent/*Regression*`` ids) this
+    returns a :class:`RegressionVecEnv` (wrapped in ``VecMonitor`` if ``monitor``); for any other id it
+    falls back to SB3's ``make_vec_env`` (``DummyVecEnv`` by default, ``Monitor`` per env).
+
+    :param env_id: a registered Gymnasium id.
+    :param n_envs: number of copies.
+    :param seed: copy ``i`` is seeded with ``seed + i``.
+    :param env_kwargs: overrides of the registered keyword arguments.
+    :param monitor: record episode returns/lengths (``info["episode"]``) for SB3 loggers (SB3's fallback
+        always adds a ``Monitor``).
+    :param vec_env_cls: for non-regression ids, the SB3 ``VecEnv`` class (default ``DummyVecEnv``).
+    """
+    spec = gym.spec(env_id)
+    if spec.entry_point == _ENTRY_POINT or spec.entry_point is NonStationaryRegression:
+        kwargs = {**spec.kwargs, **(env_kwargs or {})}
+        venv: VecEnv = RegressionVecEnv(n_envs, kwargs, seed=seed)
+        if seed is not None:
+            venv.action_space.seed(seed)
+        return VecMonitor(venv) if monitor else venv
+    from stable_baselines3.common.env_util import make_vec_env as sb3_make_vec_env
+
+    return sb3_make_vec_env(
+        env_id,
+        n_envs=n_envs,
+        seed=seed,
+        env_kwargs=env_kwargs,
+        vec_env_cls=vec_env_cls or DummyVecEnv,
+    )

@@ -1,0 +1,135 @@
+"""RegressionVecEnv equals DummyVecEnv of the single env step for step; sub-env access; make_vec_env."""
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from stable_baselines3.common.vec_env import DummyVecEnv, VecMonitor
+
+import envs  # noqa: F401  (registers the ids)
+from envs.regression import NonStationaryRegression
+from envs.vector import RegressionVecEnv, make_vec_env
+
+CONFIGS = [
+    {"dim": 6, "episode_length": 9, "period": 4},
+    {
+        "dim": 5,
+        "episode_length": 7,
+        "feedback": "reward",
+        "feedback_noise": 0.3,
+        "schedule": "hazard",
+        "hazard": 0.3,
+    },
+    {
+        "dim": 4,
+        "episode_length": 8,
+        "reveal_every": 3,
+        "feedback_noise": 0.5,
+        "oracle": True,
+        "reward_scale": 2.0,
+    },
+    {"dim": 3, "episode_length": 6, "feedback": "none", "schedule": [(0, 1), (2, "tanh_shift_3")]},
+    {
+        "dim": 4,
+        "episode_length": 5,
+        "eval_mode": True,
+        "task_pool": ["sin_mean", "tanh_shift_2"],
+        "period": 2,
+    },
+]
+
+
+def assert_infos_equal(a, b):
+    assert len(a) == len(b)
+    for ia, ib in zip(a, b):
+        assert set(ia) == set(ib)
+        for key in ia:
+            np.testing.assert_array_equal(ia[key], ib[key], err_msg=key)
+
+
+@pytest.mark.parametrize("kwargs", CONFIGS)
+def test_batched_equals_dummy_vec_env_step_for_step(kwargs):
+    n = 5
+    dummy = DummyVecEnv([lambda: NonStationaryRegression(**kwargs) for _ in range(n)])
+    batched = RegressionVecEnv(n, kwargs)
+    for venv in (dummy, batched):
+        venv.seed(123)
+    np.testing.assert_array_equal(dummy.reset(), batched.reset())
+    assert_infos_equal(dummy.reset_infos, batched.reset_infos)
+    rng = np.random.default_rng(0)
+    n_steps = 2 * kwargs["episode_length"] + 3  # crosses two autoresets
+    n_done = 0
+    for _ in range(n_steps):
+        actions = rng.uniform(-1.3, 1.3, size=(n, kwargs["dim"])).astype(np.float32)
+        od, rd, dd, id_ = dummy.step(actions)
+        ob, rb, db, ib = batched.step(actions)
+        np.testing.assert_array_equal(od, ob)
+        np.testing.assert_array_equal(rd, rb)
+        np.testing.assert_array_equal(dd, db)
+        assert rb.dtype == np.float32 and ob.dtype == np.float32 and db.dtype == bool
+        assert_infos_equal(id_, ib)
+        n_done += int(db.all())
+        assert_infos_equal(dummy.reset_infos, batched.reset_infos)
+    assert n_done == 2
+    # re-seeding reproduces the first episode
+    batched.seed(123)
+    dummy.seed(123)
+    np.testing.assert_array_equal(dummy.reset(), batched.reset())
+
+
+def test_batched_equals_gym_make_dummy_and_seeds_differ_across_copies():
+    dummy = DummyVecEnv([lambda: gym.make("memagent/NonStationaryRegressionReward-v0") for _ in range(3)])
+    dummy.seed(7)
+    batched = make_vec_env("memagent/NonStationaryRegressionReward-v0", n_envs=3, seed=7, monitor=False)
+    assert isinstance(batched, RegressionVecEnv)
+    od, ob = dummy.reset(), batched.reset()
+    np.testing.assert_array_equal(od, ob)
+    assert not np.array_equal(ob[0], ob[1])
+    for _ in range(3):
+        a = np.zeros((3, 64), np.float32)
+        np.testing.assert_array_equal(dummy.step(a)[1], batched.step(a)[1])
+
+
+def test_env_method_get_attr_set_attr_and_curriculum():
+    venv = RegressionVecEnv(
+        4, {"dim": 3, "episode_length": 4, "phases": [["sin_mean"], ["half_cos_mean"]]}, seed=0
+    )
+    venv.reset()
+    assert venv.get_attr("task_pool") == [("sin_mean",)] * 4
+    assert venv.env_method("set_phase", 1, indices=[2, 3]) == [("half_cos_mean",)] * 2
+    assert venv.get_attr("phase") == [0, 0, 1, 1]
+    # the new pool applies from the next episode on
+    infos = [venv.step(np.zeros((4, 3), np.float32))[3] for _ in range(4)]
+    assert [i["task_id"] for i in infos[-1]] == [0, 0, 0, 0]
+    infos = venv.step(np.zeros((4, 3), np.float32))[3]
+    assert [i["task_id"] for i in infos] == [0, 0, 1, 1]
+    assert venv.get_attr("task_id") == [0, 0, 1, 1]
+    venv.set_attr("eval_mode", True, indices=0)
+    assert venv.get_attr("eval_mode") == [True, False, False, False]
+    with pytest.raises(ValueError, match="VecEnv's own reset"):
+        venv.env_method("reset")
+    with pytest.raises(ValueError, match="shared by the whole batch"):
+        venv.set_attr("layout", None)
+    assert venv.env_is_wrapped(gym.Wrapper) == [False] * 4
+
+
+def test_step_before_reset_raises_and_monitor_records_episodes():
+    venv = RegressionVecEnv(2, {"dim": 2, "episode_length": 3})
+    with pytest.raises(RuntimeError, match="reset"):
+        venv.step(np.zeros((2, 2), np.float32))
+    mon = make_vec_env(
+        "memagent/NonStationaryRegression-v0", n_envs=2, seed=0, env_kwargs={"episode_length": 3}
+    )
+    assert isinstance(mon, VecMonitor)
+    mon.reset()
+    total = np.zeros(2)
+    for _ in range(3):
+        _, r, done, infos = mon.step(np.zeros((2, 64), np.float32))
+        total += r
+    assert done.all() and [i["episode"]["l"] for i in infos] == [3, 3]
+    np.testing.assert_allclose([i["episode"]["r"] for i in infos], total, rtol=1e-5)
+
+
+def test_make_vec_env_falls_back_to_dummy_for_other_ids():
+    venv = make_vec_env("CartPole-v1", n_envs=2, seed=0)
+    assert isinstance(venv.unwrapped, DummyVecEnv)
+    assert venv.reset().shape == (2, 4)
