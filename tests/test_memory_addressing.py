@@ -247,3 +247,38 @@ def test_random_access_keeps_link_and_usage_in_range():
             assert state.precedence.sum(-1).max() <= 1 + 1e-6
             assert (torch.diagonal(state.link, dim1=-2, dim2=-1) == 0).all()
             assert (state.write_weights.sum(-1) <= 1 + 1e-6).all()
+
+
+def test_fused_kernels_match_reference_values_and_gradcheck():
+    from memagent.memory import fused as F
+
+    g = torch.Generator().manual_seed(4)
+    d = {"dtype": torch.float64}
+
+    def simplex(*shape):
+        return (torch.softmax(torch.randn(*shape, generator=g, **d), -1) * 0.9).requires_grad_()
+
+    b, hw, n, r, w = 2, 2, 5, 3, 4
+    link = torch.rand(b, hw, n, n, generator=g, **d).requires_grad_()
+    prec, ww, wr = simplex(b, hw, n), simplex(b, hw, n), simplex(b, r, n)
+    fused_out = F.temporal_link_and_directional_weightings(link, prec, ww, wr)
+    ref_link = A.temporal_link(link, prec, ww)
+    for a, e in zip(fused_out, (ref_link, *A.directional_weightings(ref_link, wr))):
+        torch.testing.assert_close(a, e)
+    assert torch.autograd.gradcheck(F.temporal_link_and_directional_weightings, (link, prec, ww, wr))
+
+    memory = torch.randn(b, n, w, generator=g, **d).requires_grad_()
+    w1 = simplex(b, 1, n)
+    erase = torch.rand(b, 1, w, generator=g, **d).requires_grad_()
+    values = torch.randn(b, 1, w, generator=g, **d).requires_grad_()
+    torch.testing.assert_close(
+        F.erase_and_write(memory, w1, erase, values), A.erase_and_write(memory, w1, erase, values)
+    )
+    assert torch.autograd.gradcheck(F.erase_and_write, (memory, w1, erase, values))
+
+    keys = torch.randn(b, r, w, generator=g, **d).requires_grad_()
+    strengths = (1 + torch.rand(b, r, generator=g, **d)).requires_grad_()
+    torch.testing.assert_close(
+        F.content_weighting(memory, keys, strengths), A.content_weighting(memory, keys, strengths)
+    )
+    assert torch.autograd.gradcheck(F.content_weighting, (memory, keys, strengths))

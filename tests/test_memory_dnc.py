@@ -207,3 +207,21 @@ def test_bad_dnc_arguments_raise():
         model(torch.zeros(2, 3, 3), episode_starts=torch.zeros(2, 4, dtype=torch.bool))
     with pytest.raises(ValueError, match="batch size"):
         model(torch.zeros(2, 3, 3), model.initial_state(3))
+
+
+@pytest.mark.parametrize("hw", [1, 2])
+def test_fused_dnc_equals_reference_dnc_values_and_gradients(hw):
+    cfg = MemoryConfig(memory_size=6, word_size=4, num_read_heads=2, num_write_heads=hw)
+    torch.manual_seed(0)
+    fused = DNC(3, 8, 2, cfg).double()
+    reference = DNC(3, 8, 2, cfg, fused=False).double()
+    reference.load_state_dict(fused.state_dict())
+    x = rand(3, 7, 3, dtype=torch.float64)
+    outs = []
+    for model in (fused, reference):
+        y, _ = model(x)
+        y.pow(2).sum().backward()
+        outs.append((y.detach(), [p.grad.clone() for p in model.parameters()]))
+    torch.testing.assert_close(outs[0][0], outs[1][0], rtol=1e-10, atol=1e-12)
+    for a, e in zip(outs[0][1], outs[1][1]):
+        torch.testing.assert_close(a, e, rtol=1e-8, atol=1e-10)

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from memagent.memory import addressing
+from memagent.memory import addressing, fused
 from memagent.memory.config import MemoryConfig
 
 __all__ = ["Interface", "MemoryState", "MemoryAccess", "InterfaceLayer", "interface_size", "parse_interface"]
@@ -155,13 +155,16 @@ class MemoryAccess(nn.Module):
     """One step of DNC memory access; holds no parameters.
 
     :param config: the memory configuration.
+    :param fused: use the fused link/erase-write kernels of :mod:`memagent.memory.fused` (same values
+        and gradients as the reference functions, less time and activation memory).
     """
 
-    def __init__(self, config: MemoryConfig) -> None:
+    def __init__(self, config: MemoryConfig, fused: bool = True) -> None:
         super().__init__()
         if not isinstance(config, MemoryConfig):
             raise TypeError(f"MemoryAccess: config must be a MemoryConfig, got {type(config).__name__}")
         self.config = config
+        self.fused = fused
 
     def initial_state(
         self, batch_size: int, device: torch.device | str | None = None, dtype: torch.dtype | None = None
@@ -201,9 +204,8 @@ class MemoryAccess(nn.Module):
         psi = addressing.retention(interface.free_gates, state.read_weights, c.usage_decay)
         new_usage = addressing.usage(state.usage, state.write_weights, psi)
         # Write weighting against the memory before the write.
-        write_content = addressing.content_weighting(
-            state.memory, interface.write_keys, interface.write_strengths, eps
-        )
+        content_weighting = fused.content_weighting if self.fused else addressing.content_weighting
+        write_content = content_weighting(state.memory, interface.write_keys, interface.write_strengths, eps)
         if c.allocation:
             allocation = addressing.write_allocation_weightings(
                 new_usage, interface.write_gates * interface.allocation_gates, eps
@@ -213,21 +215,25 @@ class MemoryAccess(nn.Module):
             )
         else:
             write_weights = interface.write_gates.unsqueeze(-1) * write_content
-        memory = addressing.erase_and_write(
+        erase_and_write = fused.erase_and_write if self.fused else addressing.erase_and_write
+        memory = erase_and_write(
             state.memory, write_weights, interface.erase_vectors, interface.write_vectors
         )
         # Temporal links from the previous precedence, then the new precedence.
         if c.temporal_links:
-            link = addressing.temporal_link(state.link, state.precedence, write_weights)
+            if self.fused:
+                link, forward_w, backward_w = fused.temporal_link_and_directional_weightings(
+                    state.link, state.precedence, write_weights, state.read_weights
+                )
+            else:
+                link = addressing.temporal_link(state.link, state.precedence, write_weights)
+                forward_w, backward_w = addressing.directional_weightings(link, state.read_weights)
             prec = addressing.precedence(state.precedence, write_weights)
-            forward_w, backward_w = addressing.directional_weightings(link, state.read_weights)
         else:
             link, prec = state.link, state.precedence
             forward_w = backward_w = None
         # Reads from the memory after the write.
-        read_content = addressing.content_weighting(
-            memory, interface.read_keys, interface.read_strengths, eps
-        )
+        read_content = content_weighting(memory, interface.read_keys, interface.read_strengths, eps)
         read_weights = addressing.read_weighting(read_content, forward_w, backward_w, interface.read_modes)
         reads = addressing.read_vectors(memory, read_weights)
         new_state = MemoryState(

@@ -50,10 +50,19 @@ class DNC(nn.Module):
     :param hidden_size: H, width of the LSTM controller.
     :param output_size: O, width of the output ``y_t``.
     :param memory: the memory configuration (default ``MemoryConfig()``).
+    :param fused: use the fused memory kernels with hand-written backward passes
+        (:mod:`memagent.memory.fused`); False runs the reference functions of
+        :mod:`memagent.memory.addressing` through autograd (same values and gradients, slower).
     """
 
     def __init__(
-        self, input_size: int, hidden_size: int, output_size: int, memory: MemoryConfig | None = None
+        self,
+        input_size: int,
+        hidden_size: int,
+        output_size: int,
+        memory: MemoryConfig | None = None,
+        *,
+        fused: bool = True,
     ) -> None:
         super().__init__()
         _check_positive_int("input_size", input_size)
@@ -70,7 +79,7 @@ class DNC(nn.Module):
         self.read_size = read_size
         self.controller = nn.LSTMCell(input_size + read_size, hidden_size)
         self.interface = InterfaceLayer(hidden_size, memory)
-        self.access = MemoryAccess(memory)
+        self.access = MemoryAccess(memory, fused=fused)
         self.output = nn.Linear(hidden_size + read_size, output_size)
 
     # ------------------------------------------------------------------ state helpers
@@ -144,6 +153,7 @@ class DNC(nn.Module):
         gates_x = torch.nn.functional.linear(x, cell.weight_ih[:, :in_size], cell.bias_ih + cell.bias_hh)
         weight_rec = torch.cat([cell.weight_ih[:, in_size:], cell.weight_hh], dim=1)
 
+        gates_x = gates_x.unbind(1)
         h, c = state.controller_hidden, state.controller_cell
         mem = MemoryState(*state[2:])
         hiddens, reads_all = [], []
@@ -152,7 +162,7 @@ class DNC(nn.Module):
                 reset = self.reset_state(DNCState(h, c, *mem), episode_starts[:, t])
                 h, c, mem = reset.controller_hidden, reset.controller_cell, MemoryState(*reset[2:])
             prev_reads = mem.read_vectors.reshape(batch, self.read_size)
-            gates = gates_x[:, t] + torch.nn.functional.linear(torch.cat([prev_reads, h], dim=1), weight_rec)
+            gates = gates_x[t] + torch.nn.functional.linear(torch.cat([prev_reads, h], dim=1), weight_rec)
             i, f, g, o = gates.chunk(4, dim=1)
             c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
             h = torch.sigmoid(o) * torch.tanh(c)

@@ -1,0 +1,180 @@
+"""Fused versions of the two costliest DNC mechanisms, with hand-written backward passes.
+
+Each function computes exactly what its reference in :mod:`memagent.memory.addressing` computes
+(tests compare values and gradients, and run ``gradcheck``), but
+
+- allocates one output instead of several N x N / N x W temporaries, and
+- saves only its inputs for backward (the previous link / memory, which the previous step produced
+  anyway, and small vectors), recomputing the cheap products there instead of keeping them.
+
+The O(N^2) link update and the O(N W) erase-and-write dominate the DNC's time and activation memory.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+__all__ = ["temporal_link_and_directional_weightings", "erase_and_write", "content_weighting"]
+
+
+def _link_scale(w: Tensor) -> Tensor:
+    """``1 - w[i] - w[j]`` of shape (M, N, N) for write weights ``w`` of shape (M, N)."""
+    return (1.0 - w).unsqueeze(-1) - w.unsqueeze(-2)
+
+
+class _LinkAndDirections(torch.autograd.Function):
+    """``L_t = (1 - w_i - w_j) L_{t-1} + w_i p_j`` (zero diagonal), ``f_t = L_t w^r``, ``b_t = L_t^T w^r``."""
+
+    @staticmethod
+    def forward(
+        ctx, prev_link: Tensor, prev_precedence: Tensor, write_weights: Tensor, prev_read_weights: Tensor
+    ):
+        b, hw, n, _ = prev_link.shape
+        r = prev_read_weights.shape[1]
+        link_prev = prev_link.reshape(b * hw, n, n)
+        w = write_weights.reshape(b * hw, n)
+        p = prev_precedence.reshape(b * hw, n)
+        link = _link_scale(w)
+        link.mul_(link_prev)
+        link.baddbmm_(w.unsqueeze(-1), p.unsqueeze(-2))
+        link.diagonal(dim1=-2, dim2=-1).zero_()
+        wr = prev_read_weights.unsqueeze(1).expand(b, hw, r, n).reshape(b * hw, r, n)
+        forward_w = torch.bmm(link, wr.transpose(1, 2))  # (M, N, R): f[i] = sum_j L[i, j] w[j]
+        backward_w = torch.bmm(wr, link)  # (M, R, N): b[j] = sum_i L[i, j] w[i]
+        ctx.save_for_backward(prev_link, prev_precedence, write_weights, prev_read_weights, link)
+        link = link.view(b, hw, n, n)
+        return (
+            link,
+            forward_w.view(b, hw, n, r).permute(0, 3, 1, 2),
+            backward_w.view(b, hw, r, n).transpose(1, 2),
+        )
+
+    @staticmethod
+    def backward(ctx, grad_link: Tensor, grad_forward: Tensor, grad_backward: Tensor):
+        prev_link, prev_precedence, write_weights, prev_read_weights, link = ctx.saved_tensors
+        b, hw, n, _ = prev_link.shape
+        r = prev_read_weights.shape[1]
+        m = b * hw
+        wr = prev_read_weights.unsqueeze(1).expand(b, hw, r, n).reshape(m, r, n)
+        link = link.reshape(m, n, n)
+        g_f = grad_forward.transpose(1, 2).reshape(m, r, n)
+        g_b = grad_backward.transpose(1, 2).reshape(m, r, n)
+        # Gradient reaching L_t: from the next step and from f_t, b_t.
+        g = torch.baddbmm(grad_link.reshape(m, n, n), g_f.transpose(1, 2), wr)  # f[r,i] = sum_j L[i,j] w[r,j]
+        g.baddbmm_(wr.transpose(1, 2), g_b)  # b[r,j] = sum_i L[i,j] w[r,i]
+        g.diagonal(dim1=-2, dim2=-1).zero_()  # the diagonal is constant 0
+        grad_read = torch.bmm(g_f, link) + torch.bmm(link, g_b.transpose(1, 2)).transpose(1, 2)
+        grad_read = grad_read.view(b, hw, r, n).sum(1)
+        w = write_weights.reshape(m, n)
+        p = prev_precedence.reshape(m, n)
+        buffer = torch.mul(g, prev_link.reshape(m, n, n))
+        grad_w = torch.bmm(g, p.unsqueeze(-1)).squeeze(-1) - buffer.sum(2) - buffer.sum(1)
+        grad_p = torch.bmm(w.unsqueeze(1), g).squeeze(1)
+        grad_prev_link = torch.sub((1.0 - w).unsqueeze(-1), w.unsqueeze(-2), out=buffer).mul_(g)
+        return (
+            grad_prev_link.view(b, hw, n, n),
+            grad_p.view(b, hw, n),
+            grad_w.view(b, hw, n),
+            grad_read,
+        )
+
+
+def temporal_link_and_directional_weightings(
+    prev_link: Tensor, prev_precedence: Tensor, write_weights: Tensor, prev_read_weights: Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Fused :func:`~memagent.memory.addressing.temporal_link` followed by
+    :func:`~memagent.memory.addressing.directional_weightings`.
+
+    :param prev_link: ``L_{t-1}`` (B, Hw, N, N).
+    :param prev_precedence: ``p_{t-1}`` (B, Hw, N).
+    :param write_weights: ``w_t^w`` (B, Hw, N).
+    :param prev_read_weights: ``w_{t-1}^r`` (B, R, N).
+    :return: ``(L_t (B, Hw, N, N), f_t (B, R, Hw, N), b_t (B, R, Hw, N))``.
+    """
+    return _LinkAndDirections.apply(
+        prev_link.contiguous(), prev_precedence.contiguous(), write_weights.contiguous(), prev_read_weights
+    )
+
+
+class _EraseAndWrite(torch.autograd.Function):
+    """One write head: ``M_t = M_{t-1} o (1 - w e^T) + w v^T = M_{t-1} + w o (v - M_{t-1} o e)``."""
+
+    @staticmethod
+    def forward(ctx, memory: Tensor, write_weights: Tensor, erase_vectors: Tensor, write_vectors: Tensor):
+        w = write_weights.transpose(1, 2)  # (B, N, 1)
+        out = torch.addcmul(memory, w, torch.addcmul(write_vectors, memory, erase_vectors, value=-1.0))
+        ctx.save_for_backward(memory, write_weights, erase_vectors, write_vectors)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        memory, write_weights, erase_vectors, write_vectors = ctx.saved_tensors
+        w = write_weights.transpose(1, 2)  # (B, N, 1)
+        grad_w_rows = grad * w
+        grad_memory = torch.addcmul(grad, grad_w_rows, erase_vectors, value=-1.0)
+        grad_v = torch.bmm(write_weights, grad)  # (B, 1, W)
+        grad_times_memory = grad * memory
+        grad_e = -torch.bmm(write_weights, grad_times_memory)
+        grad_weights = torch.bmm(grad, write_vectors.transpose(1, 2)) - torch.bmm(
+            grad_times_memory, erase_vectors.transpose(1, 2)
+        )
+        return grad_memory, grad_weights.transpose(1, 2), grad_e, grad_v
+
+
+def erase_and_write(
+    memory: Tensor, write_weights: Tensor, erase_vectors: Tensor, write_vectors: Tensor
+) -> Tensor:
+    """Fused :func:`~memagent.memory.addressing.erase_and_write` for one write head (falls back to the
+    reference for several).
+
+    :param memory: ``M_{t-1}`` (B, N, W).
+    :param write_weights: ``w_t^w`` (B, Hw, N).
+    :param erase_vectors: ``e_t`` (B, Hw, W).
+    :param write_vectors: ``v_t`` (B, Hw, W).
+    :return: ``M_t`` (B, N, W).
+    """
+    if write_weights.shape[1] != 1:
+        from memagent.memory.addressing import erase_and_write as reference
+
+        return reference(memory, write_weights, erase_vectors, write_vectors)
+    return _EraseAndWrite.apply(memory, write_weights, erase_vectors, write_vectors)
+
+
+class _CosineSimilarity(torch.autograd.Function):
+    """``D[h, n] = k_h . M_n / (|k_h| |M_n| + eps)`` with ``|x| = sqrt(x . x + eps)``."""
+
+    @staticmethod
+    def forward(ctx, memory: Tensor, keys: Tensor, epsilon: float):
+        dot = torch.bmm(keys, memory.transpose(1, 2))  # (B, H, N)
+        key_norm = torch.sqrt(torch.linalg.vector_norm(keys, dim=-1).square() + epsilon)  # (B, H)
+        memory_norm = torch.sqrt(torch.linalg.vector_norm(memory, dim=-1).square() + epsilon)  # (B, N)
+        denominator = key_norm.unsqueeze(-1) * memory_norm.unsqueeze(1) + epsilon
+        similarity = dot / denominator
+        ctx.save_for_backward(memory, keys, key_norm, memory_norm, denominator, similarity)
+        return similarity
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        memory, keys, key_norm, memory_norm, denominator, similarity = ctx.saved_tensors
+        grad_dot = grad / denominator  # (B, H, N)
+        grad_denominator = -grad_dot * similarity
+        grad_key_norm = (grad_denominator * memory_norm.unsqueeze(1)).sum(-1)  # (B, H)
+        grad_memory_norm = (grad_denominator * key_norm.unsqueeze(-1)).sum(1)  # (B, N)
+        grad_keys = torch.bmm(grad_dot, memory).addcmul_(keys, (grad_key_norm / key_norm).unsqueeze(-1))
+        grad_memory = torch.bmm(grad_dot.transpose(1, 2), keys)
+        grad_memory.addcmul_(memory, (grad_memory_norm / memory_norm).unsqueeze(-1))
+        return grad_memory, grad_keys, None
+
+
+def content_weighting(memory: Tensor, keys: Tensor, strengths: Tensor, epsilon: float = 1e-6) -> Tensor:
+    """Fused :func:`~memagent.memory.addressing.content_weighting`: the cosine similarity has a
+    hand-written backward (no N x W temporaries).
+
+    :param memory: ``M`` (B, N, W).
+    :param keys: ``k`` (B, H, W).
+    :param strengths: ``beta`` (B, H).
+    :return: weightings (B, H, N).
+    """
+    similarity = _CosineSimilarity.apply(memory, keys, epsilon)
+    return torch.softmax(similarity * strengths.unsqueeze(-1), dim=-1)
