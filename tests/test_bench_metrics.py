@@ -60,6 +60,7 @@ def test_step_record_reads_info_or_reward():
 
 
 def test_figures_are_written_and_not_empty(tmp_path):
+    rng = np.random.default_rng(1)
     x = np.arange(5) * 100
     ys = np.random.default_rng(0).normal(size=(3, 5))
     paths = [
@@ -70,9 +71,9 @@ def test_figures_are_written_and_not_empty(tmp_path):
             tmp_path / "ie.png",
         ),
         plots.plot_memory(
-            np.random.rand(20, 2, 8),
-            np.random.rand(20, 1, 8),
-            np.random.rand(20, 8),
+            rng.random(20, 2, 8),
+            rng.random(20, 1, 8),
+            rng.random(20, 8),
             tmp_path / "mem.png",
             task=np.array([0] * 10 + [1] * 10),
         ),
