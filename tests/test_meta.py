@@ -4,7 +4,15 @@ import pytest
 import torch
 from torch import nn
 
-from memagent.meta import MAML, functional_model, inner_adapt, maml_loss, meta_gradient, reptile_direction
+from memagent.meta import (
+    MAML,
+    functional_model,
+    inner_adapt,
+    maml_loss,
+    meta_gradient,
+    reptile_direction,
+    sgd_adapt,
+)
 
 
 def _linear(w: float, b: float) -> nn.Linear:
@@ -32,6 +40,15 @@ def test_inner_loop_equals_manual_sgd_hand_computed():
     # The module itself is untouched.
     assert params["weight"].item() == pytest.approx(1.0)
     assert inner_adapt(forward, params, x, y, steps=0, inner_lr=0.1)["weight"] is params["weight"]
+
+
+def test_sgd_adapt_equals_first_order_inner_adapt():
+    forward, params = functional_model(_linear(1.0, 0.0))
+    x = torch.tensor([[1.0], [2.0]])
+    y = torch.tensor([[3.0], [5.0]])
+    two = sgd_adapt(forward, params, x, y, steps=2, inner_lr=0.1)
+    assert two["weight"].item() == pytest.approx(2.05)
+    assert two["bias"].item() == pytest.approx(0.66)
 
 
 def test_adapted_params_change_predictions():

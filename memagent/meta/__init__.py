@@ -7,6 +7,15 @@ from memagent.meta.maml import (
     maml_loss,
     meta_gradient,
     reptile_direction,
+    sgd_adapt,
 )
 
-__all__ = ["MAML", "functional_model", "inner_adapt", "maml_loss", "meta_gradient", "reptile_direction"]
+__all__ = [
+    "MAML",
+    "functional_model",
+    "inner_adapt",
+    "maml_loss",
+    "meta_gradient",
+    "reptile_direction",
+    "sgd_adapt",
+]

@@ -45,6 +45,7 @@ __all__ = [
     "maml_loss",
     "meta_gradient",
     "reptile_direction",
+    "sgd_adapt",
 ]
 
 
@@ -116,6 +117,38 @@ def inner_adapt(
         if first_order:
             grads = {k: g.detach() for k, g in grads.items()}
         adapted = {k: adapted[k] - inner_lr * grads[k] for k in adapted}
+    return adapted
+
+
+def sgd_adapt(
+    forward: ForwardFn,
+    params: Mapping[str, Tensor],
+    x: Tensor,
+    y: Tensor,
+    *,
+    steps: int,
+    inner_lr: float,
+    loss_fn: LossFn = F.mse_loss,
+) -> Params:
+    """First-order inner loop (MAML eq. 1 with detached gradients) computed with ``torch.autograd.grad``.
+
+    The same result as ``inner_adapt(..., first_order=True)``, for models whose operations do not
+    support ``torch.func`` transforms (e.g. custom ``autograd.Function`` kernels without
+    ``setup_context``). Each step takes the gradient at the current adapted parameters.
+
+    :return: detached adapted parameters.
+    """
+    _check_steps(steps, inner_lr)
+    adapted = {k: v.detach() for k, v in params.items()}
+    for _ in range(steps):
+        leaves = {k: v.requires_grad_(True) for k, v in adapted.items()}
+        with torch.enable_grad():
+            loss = loss_fn(forward(leaves, x), y)
+            grads = torch.autograd.grad(loss, list(leaves.values()), allow_unused=True)
+        adapted = {
+            k: (v.detach() if g is None else (v - inner_lr * g).detach())
+            for (k, v), g in zip(leaves.items(), grads)
+        }
     return adapted
 
 
