@@ -71,9 +71,9 @@ def test_figures_are_written_and_not_empty(tmp_path):
             tmp_path / "ie.png",
         ),
         plots.plot_memory(
-            rng.random(20, 2, 8),
-            rng.random(20, 1, 8),
-            rng.random(20, 8),
+            rng.random((20, 2, 8)),
+            rng.random((20, 1, 8)),
+            rng.random((20, 8)),
             tmp_path / "mem.png",
             task=np.array([0] * 10 + [1] * 10),
         ),
