@@ -225,3 +225,23 @@ def test_fused_dnc_equals_reference_dnc_values_and_gradients(hw):
     torch.testing.assert_close(outs[0][0], outs[1][0], rtol=1e-10, atol=1e-12)
     for a, e in zip(outs[0][1], outs[1][1]):
         torch.testing.assert_close(a, e, rtol=1e-8, atol=1e-10)
+
+
+def test_checkpointed_dnc_equals_plain_dnc():
+    torch.manual_seed(0)
+    plain = DNC(3, 8, 2, CFG).double()
+    chunked = DNC(3, 8, 2, CFG, checkpoint_steps=3).double()
+    chunked.load_state_dict(plain.state_dict())
+    x = rand(2, 8, 3, dtype=torch.float64)
+    starts = torch.zeros(2, 8, dtype=torch.bool)
+    starts[0, 4] = True
+    results = []
+    for model in (plain, chunked):
+        y, state = model(x, episode_starts=starts)
+        (y.pow(2).sum() + state.memory.sum()).backward()
+        results.append((y.detach(), [p.grad.clone() for p in model.parameters()]))
+    torch.testing.assert_close(results[0][0], results[1][0], rtol=1e-12, atol=1e-12)
+    for a, e in zip(results[0][1], results[1][1]):
+        torch.testing.assert_close(a, e, rtol=1e-9, atol=1e-12)
+    with pytest.raises(ValueError, match="checkpoint_steps"):
+        DNC(3, 8, 2, CFG, checkpoint_steps=0)

@@ -65,15 +65,16 @@ def oneplus(x: Tensor) -> Tensor:
 
 
 def _interface_layout(config: MemoryConfig) -> list[tuple[str, int]]:
-    """Names and widths of the raw interface vector's parts; parts a configuration fixes are absent."""
+    """Names and widths of the raw interface vector's parts, grouped by activation (identity,
+    oneplus, sigmoid, softmax) so each activation is one call; parts a configuration fixes are absent."""
     r, w, hw = config.num_read_heads, config.word_size, config.num_write_heads
     layout = [
         ("read_keys", r * w),
-        ("read_strengths", r),
         ("write_keys", hw * w),
+        ("write_vectors", hw * w),
+        ("read_strengths", r),
         ("write_strengths", hw),
         ("erase_vectors", hw * w),
-        ("write_vectors", hw * w),
     ]
     if config.allocation:
         layout += [("free_gates", r), ("allocation_gates", hw)]
@@ -89,7 +90,8 @@ def interface_size(config: MemoryConfig) -> int:
 
 
 def parse_interface(vector: Tensor, config: MemoryConfig) -> Interface:
-    """Split the raw interface vector and apply the paper's activations.
+    """Split the raw interface vector and apply the paper's activations: keys and write vectors
+    as they are, oneplus strengths, sigmoid erase vectors and gates, softmax read modes.
 
     Without allocation, free and allocation gates are fixed to 0; without temporal links the read
     modes are fixed to "content" (one-hot on the last mode). Those parts take no width in ``vector``.
@@ -105,31 +107,37 @@ def parse_interface(vector: Tensor, config: MemoryConfig) -> Interface:
         )
     batch = vector.shape[0]
     r, w, hw = config.num_read_heads, config.word_size, config.num_write_heads
-    layout = _interface_layout(config)
-    parts = dict(
-        zip([name for name, _ in layout], torch.split(vector, [width for _, width in layout], dim=-1))
+    n_keys = (r + 2 * hw) * w  # read keys, write keys, write vectors
+    n_strengths = r + hw
+    n_sigmoid = hw * w + (r + hw if config.allocation else 0) + hw
+    raw_keys, raw_strengths, raw_sigmoid, raw_modes = torch.split(
+        vector, [n_keys, n_strengths, n_sigmoid, expected - n_keys - n_strengths - n_sigmoid], dim=-1
     )
+    read_keys, write_keys, write_vectors = raw_keys.view(batch, r + 2 * hw, w).split([r, hw, hw], dim=1)
+    read_strengths, write_strengths = oneplus(raw_strengths).split([r, hw], dim=-1)
+    gates = torch.sigmoid(raw_sigmoid)
+    erase_vectors = gates[:, : hw * w].view(batch, hw, w)
     if config.allocation:
-        free_gates = torch.sigmoid(parts["free_gates"])
-        allocation_gates = torch.sigmoid(parts["allocation_gates"])
+        free_gates, allocation_gates, write_gates = gates[:, hw * w :].split([r, hw, hw], dim=-1)
     else:
         free_gates = vector.new_zeros(batch, r)
         allocation_gates = vector.new_zeros(batch, hw)
+        write_gates = gates[:, hw * w :]
     if config.temporal_links:
-        read_modes = torch.softmax(parts["read_modes"].reshape(batch, r, config.num_read_modes), dim=-1)
+        read_modes = torch.softmax(raw_modes.view(batch, r, config.num_read_modes), dim=-1)
     else:
         read_modes = vector.new_zeros(batch, r, config.num_read_modes)
         read_modes[..., -1] = 1.0
     return Interface(
-        read_keys=parts["read_keys"].reshape(batch, r, w),
-        read_strengths=oneplus(parts["read_strengths"]),
-        write_keys=parts["write_keys"].reshape(batch, hw, w),
-        write_strengths=oneplus(parts["write_strengths"]),
-        erase_vectors=torch.sigmoid(parts["erase_vectors"].reshape(batch, hw, w)),
-        write_vectors=parts["write_vectors"].reshape(batch, hw, w),
+        read_keys=read_keys,
+        read_strengths=read_strengths,
+        write_keys=write_keys,
+        write_strengths=write_strengths,
+        erase_vectors=erase_vectors,
+        write_vectors=write_vectors,
         free_gates=free_gates,
         allocation_gates=allocation_gates,
-        write_gates=torch.sigmoid(parts["write_gates"]),
+        write_gates=write_gates,
         read_modes=read_modes,
     )
 
@@ -201,7 +209,10 @@ class MemoryAccess(nn.Module):
         c = self.config
         eps = c.epsilon
         # Usage from the previous step's write and read weights (allocation needs it).
-        psi = addressing.retention(interface.free_gates, state.read_weights, c.usage_decay)
+        if c.allocation:
+            psi = addressing.retention(interface.free_gates, state.read_weights, c.usage_decay)
+        else:  # free gates are fixed to 0: psi is the constant decay
+            psi = c.usage_decay
         new_usage = addressing.usage(state.usage, state.write_weights, psi)
         # Write weighting against the memory before the write.
         content_weighting = fused.content_weighting if self.fused else addressing.content_weighting

@@ -59,14 +59,14 @@ def retention(free_gates: Tensor, prev_read_weights: Tensor, usage_decay: float 
     return psi
 
 
-def usage(prev_usage: Tensor, prev_write_weights: Tensor, retention: Tensor) -> Tensor:
+def usage(prev_usage: Tensor, prev_write_weights: Tensor, retention: Tensor | float) -> Tensor:
     """Usage vector ``u_t = (u_{t-1} + w_{t-1}^w - u_{t-1} o w_{t-1}^w) o psi_t`` (Methods).
 
     Several write heads are combined first as ``w^w = 1 - prod_h (1 - w_h^w)`` (DeepMind).
 
     :param prev_usage: ``u_{t-1}`` of shape (B, N).
     :param prev_write_weights: ``w_{t-1}^w`` of shape (B, Hw, N).
-    :param retention: ``psi_t`` of shape (B, N).
+    :param retention: ``psi_t`` of shape (B, N) (or a constant).
     :return: ``u_t`` of shape (B, N) in [0, 1].
     """
     if prev_write_weights.shape[1] == 1:
@@ -213,11 +213,8 @@ def read_weighting(
     weights = read_modes[..., -1:] * content_weights
     if forward_weights is None or backward_weights is None:
         return weights
-    num_writes = forward_weights.shape[2]
-    backward_mode = read_modes[..., :num_writes].unsqueeze(-2)  # (B, R, 1, Hw)
-    forward_mode = read_modes[..., num_writes : 2 * num_writes].unsqueeze(-2)
-    weights = weights + torch.matmul(forward_mode, forward_weights).squeeze(-2)
-    return weights + torch.matmul(backward_mode, backward_weights).squeeze(-2)
+    directional = torch.cat([backward_weights, forward_weights], dim=2)  # (B, R, 2 Hw, N)
+    return weights + (read_modes[..., :-1].unsqueeze(-1) * directional).sum(2)
 
 
 def read_vectors(memory: Tensor, read_weights: Tensor) -> Tensor:

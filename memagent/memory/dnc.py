@@ -12,6 +12,7 @@ from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from memagent.memory.access import InterfaceLayer, MemoryAccess, MemoryState
 from memagent.memory.config import MemoryConfig
@@ -53,6 +54,10 @@ class DNC(nn.Module):
     :param fused: use the fused memory kernels with hand-written backward passes
         (:mod:`memagent.memory.fused`); False runs the reference functions of
         :mod:`memagent.memory.addressing` through autograd (same values and gradients, slower).
+    :param checkpoint_steps: if set, training-mode forward passes keep only the state every
+        ``checkpoint_steps`` steps and recompute the steps in between during backward (gradient
+        checkpointing through time): activation memory falls roughly by that factor, time rises by
+        about one forward pass. Values and gradients are unchanged.
     """
 
     def __init__(
@@ -63,11 +68,15 @@ class DNC(nn.Module):
         memory: MemoryConfig | None = None,
         *,
         fused: bool = True,
+        checkpoint_steps: int | None = None,
     ) -> None:
         super().__init__()
         _check_positive_int("input_size", input_size)
         _check_positive_int("hidden_size", hidden_size)
         _check_positive_int("output_size", output_size)
+        if checkpoint_steps is not None:
+            _check_positive_int("checkpoint_steps", checkpoint_steps)
+        self.checkpoint_steps = checkpoint_steps
         memory = MemoryConfig() if memory is None else memory
         if not isinstance(memory, MemoryConfig):
             raise TypeError(f"DNC: memory must be a MemoryConfig, got {type(memory).__name__}")
@@ -137,7 +146,6 @@ class DNC(nn.Module):
         batch, steps, _ = x.shape
         state = self.initial_state(batch, x.device, x.dtype) if state is None else state
         self._check_state(state, batch)
-        reset_steps: set[int] = set()
         if episode_starts is not None:
             episode_starts = torch.as_tensor(episode_starts, device=x.device).to(torch.bool)
             if episode_starts.shape != (batch, steps):
@@ -145,7 +153,6 @@ class DNC(nn.Module):
                     f"DNC.forward: episode_starts must have shape ({batch}, {steps}), "
                     f"got {tuple(episode_starts.shape)}"
                 )
-            reset_steps = {int(t) for t in torch.nonzero(episode_starts.any(0)).flatten().tolist()}
 
         cell = self.controller
         in_size = self.input_size
@@ -153,25 +160,54 @@ class DNC(nn.Module):
         gates_x = torch.nn.functional.linear(x, cell.weight_ih[:, :in_size], cell.bias_ih + cell.bias_hh)
         weight_rec = torch.cat([cell.weight_ih[:, in_size:], cell.weight_hh], dim=1)
 
-        gates_x = gates_x.unbind(1)
-        h, c = state.controller_hidden, state.controller_cell
-        mem = MemoryState(*state[2:])
+        chunk = self.checkpoint_steps
+        fields = tuple(state)
+        if chunk is None or not torch.is_grad_enabled() or steps <= chunk:
+            hiddens, reads, *fields = self._run_steps(gates_x, episode_starts, weight_rec, *fields)
+        else:
+            hidden_chunks, read_chunks = [], []
+            for t0 in range(0, steps, chunk):
+                starts = None if episode_starts is None else episode_starts[:, t0 : t0 + chunk]
+                h_k, r_k, *fields = checkpoint(
+                    self._run_steps,
+                    gates_x[:, t0 : t0 + chunk],
+                    starts,
+                    weight_rec,
+                    *fields,
+                    use_reentrant=False,
+                )
+                hidden_chunks.append(h_k)
+                read_chunks.append(r_k)
+            hiddens, reads = torch.cat(hidden_chunks, dim=1), torch.cat(read_chunks, dim=1)
+        y = self.output(torch.cat([hiddens, reads], dim=-1))
+        return y, DNCState(*fields)
+
+    def _run_steps(
+        self, gates_x: Tensor, episode_starts: Tensor | None, weight_rec: Tensor, *fields: Tensor
+    ) -> tuple[Tensor, ...]:
+        """The recurrence over ``gates_x`` (B, k, 4H): returns ``(h (B, k, H), reads (B, k, R W),
+        *final state fields)``."""
+        batch, steps, _ = gates_x.shape
+        reset_steps: set[int] = set()
+        if episode_starts is not None:
+            reset_steps = {int(t) for t in torch.nonzero(episode_starts.any(0)).flatten().tolist()}
+        hsize = self.hidden_size
+        h, c = fields[0], fields[1]
+        mem = MemoryState(*fields[2:])
         hiddens, reads_all = [], []
-        for t in range(steps):
+        for t, gx in enumerate(gates_x.unbind(1)):
             if t in reset_steps:
                 reset = self.reset_state(DNCState(h, c, *mem), episode_starts[:, t])
                 h, c, mem = reset.controller_hidden, reset.controller_cell, MemoryState(*reset[2:])
             prev_reads = mem.read_vectors.reshape(batch, self.read_size)
-            gates = gates_x[t] + torch.nn.functional.linear(torch.cat([prev_reads, h], dim=1), weight_rec)
-            i, f, g, o = gates.chunk(4, dim=1)
-            c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-            h = torch.sigmoid(o) * torch.tanh(c)
+            gates = gx + torch.nn.functional.linear(torch.cat([prev_reads, h], dim=1), weight_rec)
+            sig = torch.sigmoid(gates)  # LSTMCell gate order: input, forget, cell, output
+            c = sig[:, hsize : 2 * hsize] * c + sig[:, :hsize] * torch.tanh(gates[:, 2 * hsize : 3 * hsize])
+            h = sig[:, 3 * hsize :] * torch.tanh(c)
             reads, mem = self.access(self.interface(h), mem)
             hiddens.append(h)
             reads_all.append(reads.reshape(batch, self.read_size))
-        features = torch.cat([torch.stack(hiddens, dim=1), torch.stack(reads_all, dim=1)], dim=-1)
-        y = self.output(features)
-        return y, DNCState(h, c, *mem)
+        return (torch.stack(hiddens, dim=1), torch.stack(reads_all, dim=1), h, c, *mem)
 
     def step(self, x: Tensor, state: DNCState) -> tuple[Tensor, DNCState]:
         """One step: ``x`` (B, I) and the state -> ``(y (B, O), new state)``."""

@@ -1,0 +1,189 @@
+"""DNC speed and activation memory, forward + backward, side by side with an LSTM.
+
+Setting (issue 2): batch 16, 32 steps, input 64, memory 128 x 64, 4 read heads, 1 write head, LSTM
+controller 128. Every model is timed in the same process, interleaved round by round (median of the
+rounds), on one CPU thread unless ``--threads`` says otherwise. "Memory kept for backward" is what a
+forward pass leaves allocated (profiler net CPU allocation minus the output): the activations autograd
+keeps, including what gradient checkpointing keeps.
+
+    .venv/bin/python benchmarks/dnc_speed.py [--quick] [--threads 1] [--device cpu] [--compile] [--no-pypi]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from memagent.memory import DNC, MemoryConfig  # noqa: E402
+
+B, T, I, H, O = 16, 32, 64, 128, 64
+N, W, R = 128, 64, 4
+
+
+class LSTMBaseline(nn.Module):
+    """``nn.LSTM(64, 128)`` and a linear head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lstm = nn.LSTM(I, H, batch_first=True)
+        self.head = nn.Linear(H, O)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.lstm(x)[0])
+
+
+class OursWrapper(nn.Module):
+    def __init__(self, config: MemoryConfig, **kwargs) -> None:
+        super().__init__()
+        self.dnc = DNC(I, H, O, config, **kwargs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dnc(x)[0]
+
+
+def pypi_dnc() -> nn.Module | None:
+    """The PyPI ``dnc`` package (ixaxaar/pytorch-dnc) in the same setting, if installed."""
+    try:
+        from dnc import DNC as RefDNC  # type: ignore[import-not-found]
+    except Exception:  # noqa: BLE001 - any import failure means "not available"
+        return None
+
+    class Ref(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.dnc = RefDNC(
+                input_size=I,
+                hidden_size=H,
+                rnn_type="lstm",
+                num_layers=1,
+                nr_cells=N,
+                cell_size=W,
+                read_heads=R,
+                batch_first=True,
+                gpu_id=-1,
+            )
+            self.head = nn.Linear(I, O)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            out, _ = self.dnc(x, (None, None, None), reset_experience=True)
+            return self.head(out)
+
+    return Ref()
+
+
+def activation_bytes(model: nn.Module, x: torch.Tensor) -> int:
+    """Bytes a forward pass leaves allocated for backward: the profiler's net CPU allocation during
+    ``model(x)`` minus the output itself. (Equal, without checkpointing, to the sum of the tensors
+    autograd saves; unlike a ``saved_tensors_hooks`` count it also sees what checkpointing keeps.)"""
+    from torch.profiler import ProfilerActivity, profile
+
+    gc.collect()
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        y = model(x)
+    net = sum(event.self_cpu_memory_usage for event in prof.events())
+    return net - y.untyped_storage().nbytes()
+
+
+def train_step(model: nn.Module, x: torch.Tensor, target: torch.Tensor) -> None:
+    model.zero_grad(set_to_none=True)
+    y = model(x)
+    torch.nn.functional.mse_loss(y, target).backward()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="few rounds (smoke run)")
+    parser.add_argument("--rounds", type=int, default=None)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--compile", action="store_true", help="also time a torch.compile'd memory step")
+    parser.add_argument("--no-pypi", action="store_true", help="skip the PyPI dnc package")
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "dnc_speed.md"))
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    device = torch.device(args.device)
+    rounds = args.rounds or (3 if args.quick else 15)
+
+    base = MemoryConfig(memory_size=N, word_size=W, num_read_heads=R, num_write_heads=1)
+    models: dict[str, nn.Module] = {
+        "nn.LSTM(64,128) + linear": LSTMBaseline(),
+        "DNC (allocation + links)": OursWrapper(base),
+        "DNC (allocation + links), checkpoint every 8 steps": OursWrapper(base, checkpoint_steps=8),
+        "DNC, reference functions via autograd (no fused kernels)": OursWrapper(base, fused=False),
+        "DNC, no temporal links": OursWrapper(MemoryConfig(**{**base.__dict__, "temporal_links": False})),
+        "DNC, tutorial bank (content only)": OursWrapper(MemoryConfig.tutorial(N, W, R)),
+    }
+    if args.compile:
+        compiled = OursWrapper(base)
+        compiled.dnc.access.forward = torch.compile(compiled.dnc.access.forward, dynamic=False)
+        models["DNC (allocation + links), memory step torch.compile'd"] = compiled
+    ref = None if args.no_pypi else pypi_dnc()
+    if ref is not None:
+        models["PyPI `dnc` (ixaxaar)"] = ref
+    models = {k: m.to(device) for k, m in models.items()}
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(B, T, I, generator=g).to(device)
+    target = torch.randn(B, T, O, generator=g).to(device)
+
+    sync: Callable[[], None] = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    for m in models.values():  # warm-up
+        for _ in range(2):
+            train_step(m, x, target)
+    times: dict[str, list[float]] = {k: [] for k in models}
+    cpu_times: dict[str, list[float]] = {k: [] for k in models}
+    for _ in range(rounds):
+        for name, m in models.items():
+            sync()
+            t0, c0 = time.perf_counter(), time.thread_time()
+            train_step(m, x, target)
+            sync()
+            times[name].append(1e3 * (time.perf_counter() - t0))
+            cpu_times[name].append(1e3 * (time.thread_time() - c0))
+    act = {}
+    for name, m in models.items():
+        act[name] = activation_bytes(m, x) / 2**20
+
+    # On a CPU shared with other jobs the thread's CPU time is the robust measure (wall time counts
+    # the time other processes held the core); on a GPU, wall time.
+    clock = times if device.type == "cuda" or args.threads > 1 else cpu_times
+    lstm_ms = statistics.median(clock["nn.LSTM(64,128) + linear"])
+    lines = [
+        f"Forward + backward, B={B}, T={T}, input {I}, N={N}, W={W}, R={R}, 1 write head, "
+        f"LSTM controller {H}; device {device}, {args.threads} thread(s), median of {rounds} "
+        f"interleaved rounds, torch {torch.__version__}. ms / batch is the thread's CPU time "
+        "(time.thread_time; one thread) so that other jobs on a shared machine do not count.",
+        "",
+        "| model | ms / batch | x LSTM | wall ms / batch | memory kept for backward (MiB) |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for name in models:
+        ms = statistics.median(clock[name])
+        wall = statistics.median(times[name])
+        lines.append(f"| {name} | {ms:.1f} | {ms / lstm_ms:.1f} | {wall:.1f} | {act[name]:.1f} |")
+    if ref is None and not args.no_pypi:
+        lines.append("")
+        lines.append("PyPI `dnc` not measured: the package is not importable in this environment.")
+    table = "\n".join(lines)
+    print(table)
+    if not args.quick:
+        Path(args.out).write_text(
+            "# DNC speed\n\n`.venv/bin/python benchmarks/dnc_speed.py`\n\n" + table + "\n", encoding="utf-8"
+        )
+
+
+if __name__ == "__main__":
+    main()
