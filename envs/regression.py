@@ -11,7 +11,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from envs.schedules import SwitchSchedule, parse_schedule, task_sequence
+from envs.schedules import SwitchSchedule, parse_schedule, task_sequences, uniforms_needed
 from envs.tasks import Task, TaskFn, resolve_tasks
 
 logger = logging.getLogger(__name__)
@@ -57,60 +57,89 @@ class RegressionLayout:
         return self.dim + self.feedback_size - 1
 
 
-class EpisodeDraws(NamedTuple):
-    """Everything random about one episode, drawn from the env's generator at reset.
+class EpisodePlans(NamedTuple):
+    """Precomputed episodes of ``B`` copies (``L = episode_length + 1`` rows; observations are assembled
+    per step by :func:`observe`).
 
-    ``xs`` (L, d) float32 inputs, ``noise`` feedback noise ((L, d) or (L,), or None), ``tasks`` (L,) int64,
-    with ``L = episode_length + 1`` (the last row makes the final observation).
+    ``xs`` (B, L, d) float32 inputs, ``ys`` (B, L, d) float32 targets, ``feedback`` the fed-back values
+    (target feedback: (B, L, d) targets plus noise, the same array as ``ys`` without noise; reward
+    feedback: (B, L) noise added to the reward; no feedback: None), ``tasks`` (B, L) int64 and
+    ``switched`` (B, L) bool.
     """
 
     xs: np.ndarray
-    noise: np.ndarray | None
-    tasks: np.ndarray
-
-
-class EpisodePlans(NamedTuple):
-    """Precomputed episodes of ``B`` copies, vectorised over copies and steps.
-
-    ``obs`` (B, L, D) float32 observations (reward feedback values are filled at step time),
-    ``ys`` (B, L, d) float32 targets, ``tasks`` (B, L) int64, ``switched`` (B, L) bool,
-    ``noise`` (B, L) float32 reward-feedback noise or None.
-    """
-
-    obs: np.ndarray
     ys: np.ndarray
+    feedback: np.ndarray | None
     tasks: np.ndarray
     switched: np.ndarray
-    noise: np.ndarray | None
 
 
-def draw_episode(
-    layout: RegressionLayout,
-    schedule: SwitchSchedule,
-    pool: np.ndarray,
-    rng: np.random.Generator,
-    xs_out: np.ndarray | None = None,
-    noise_out: np.ndarray | None = None,
-) -> EpisodeDraws:
-    """Draw one episode's randomness; order: inputs, feedback noise, task sequence (fixed for determinism).
+def episode_words(layout: RegressionLayout, schedule: SwitchSchedule) -> tuple[int, int, int]:
+    """Random 64-bit words one episode consumes: (inputs, feedback noise, schedule).
 
-    :param xs_out: optional C-contiguous float32 array of shape ``(L, d)`` that receives the inputs
-        (lets a batch draw straight into its ``(B, L, d)`` buffer).
-    :param noise_out: likewise for the feedback noise.
+    Inputs and noise take one word per pair of Gaussians (:func:`gaussians`), the schedule one word per
+    uniform (:func:`~envs.schedules.uniforms_needed`).
     """
     length = layout.episode_length + 1
-    if xs_out is None:
-        xs_out = np.empty((length, layout.dim), np.float32)
-    xs = rng.standard_normal(dtype=np.float32, out=xs_out)
-    noise = None
+    n_x = -(-length * layout.dim // 2)
+    n_noise = 0
     if layout.feedback_noise > 0 and layout.feedback != "none":
-        if noise_out is None:
-            shape = (length, layout.dim) if layout.feedback == "target" else (length,)
-            noise_out = np.empty(shape, np.float32)
-        noise = rng.standard_normal(dtype=np.float32, out=noise_out)
+        n_noise = -(-(length * layout.dim if layout.feedback == "target" else length) // 2)
+    return n_x, n_noise, uniforms_needed(schedule, length)
+
+
+def draw_words(layout: RegressionLayout, schedule: SwitchSchedule, rng: np.random.Generator) -> np.ndarray:
+    """All random bits of one episode in a single call to the generator, shape ``(W,)`` uint64."""
+    return rng.bit_generator.random_raw(sum(episode_words(layout, schedule)))
+
+
+def gaussians(words: np.ndarray, count: int) -> np.ndarray:
+    """Standard normal float32 samples from random words by the Box–Muller transform, vectorised.
+
+    The ``2W`` 32-bit halves ``h`` of a row give ``W`` uniforms ``u1 = (h + ½)·2⁻³² ∈ (0, 1]`` (first half)
+    and ``W`` uniforms ``u2 = h·2⁻³²`` (second half), computed in float32, and
+    ``z = sqrt(-2 ln u1) · (cos 2πu2, sin 2πu2)``. Rounding the 32-bit integers to float32 moves the
+    uniforms' CDF by at most 2⁻²⁴; the tails reach ``|z| ≈ 6.8``. One generator call per copy and a few
+    array operations on the whole batch replace per-copy ziggurat calls.
+
+    :param words: shape ``(B, W)`` uint64 (last axis contiguous).
+    :param count: samples wanted per row, ``count ≤ 2W``.
+    :return: shape ``(B, count)`` float32.
+    """
+    b, w = words.shape
+    halves = words.view(np.uint32).astype(np.float32)  # (B, 2W)
+    u1, angle = halves[:, :w], halves[:, w:]  # contiguous halves keep the math SIMD-friendly
+    u1 += np.float32(0.5)
+    u1 *= np.float32(2.0**-32)
+    radius = np.log(u1)
+    radius *= np.float32(-2.0)
+    np.sqrt(radius, out=radius)
+    angle *= np.float32(2.0 * np.pi * 2.0**-32)
+    z = np.empty((b, 2, w), np.float32)
+    np.multiply(radius, np.cos(angle), out=z[:, 0])
+    np.multiply(radius, np.sin(angle), out=z[:, 1])
+    return z.reshape(b, 2 * w)[:, :count]
+
+
+def build_episodes(
+    layout: RegressionLayout, schedule: SwitchSchedule, words: np.ndarray, pools: Sequence[np.ndarray]
+) -> EpisodePlans:
+    """Episodes of ``B`` copies from their random words, all copies at once (inputs, noise, tasks, plans).
+
+    :param words: shape ``(B, W)`` uint64, row ``b`` drawn by copy ``b``'s generator (:func:`draw_words`).
+    :param pools: each copy's task pool.
+    """
+    n_x, n_noise, _ = episode_words(layout, schedule)
+    b, length, d = words.shape[0], layout.episode_length + 1, layout.dim
+    xs = gaussians(words[:, :n_x], length * d).reshape(b, length, d)
+    noise = None
+    if n_noise:
+        shape = (b, length, d) if layout.feedback == "target" else (b, length)
+        noise = gaussians(words[:, n_x : n_x + n_noise], int(np.prod(shape[1:]))).reshape(shape)
         noise *= np.float32(layout.feedback_noise)
-    tasks = task_sequence(schedule, rng, length, pool)
-    return EpisodeDraws(xs, noise, tasks)
+    uniforms = (words[:, n_x + n_noise :] >> np.uint64(11)) * (1.0 / 2.0**53)
+    tasks = task_sequences(schedule, uniforms, length, pools)
+    return build_plans(layout, xs, tasks, noise)
 
 
 def revealed_mask(layout: RegressionLayout) -> np.ndarray:
@@ -143,42 +172,22 @@ def episode_targets(layout: RegressionLayout, xs: np.ndarray, tasks: np.ndarray)
 def build_plans(
     layout: RegressionLayout, xs: np.ndarray, tasks: np.ndarray, noise: np.ndarray | None
 ) -> EpisodePlans:
-    """Targets and observations of ``B`` whole episodes at once.
-
-    Observation ``t`` is ``[x_t, feedback about step t-1, one-hot(k_t)]`` (see the class docstring);
-    reward feedback depends on the action and is written at step time (:func:`observe`).
+    """Targets, fed-back values and switch flags of ``B`` whole episodes at once.
 
     :param xs: inputs, shape ``(B, L, d)`` float32.
     :param tasks: task ids, shape ``(B, L)`` int64.
     :param noise: feedback noise, shape ``(B, L, d)`` (target) or ``(B, L)`` (reward), or None.
     """
-    d = layout.dim
-    b, length = tasks.shape
     ys = episode_targets(layout, xs, tasks)
-    switched = np.zeros((b, length), dtype=bool)
+    switched = np.zeros(tasks.shape, dtype=bool)
     np.not_equal(tasks[:, 1:], tasks[:, :-1], out=switched[:, 1:])
-    obs = np.empty((b, length, layout.obs_size), dtype=np.float32)
-    obs[:, :, :d] = xs
-    rev = revealed_mask(layout)
-    reward_noise = None
     if layout.feedback == "target":
-        fb = obs[:, :, d : 2 * d]
-        fb[:, 0] = 0.0
-        if noise is not None:
-            np.add(ys[:, :-1], noise[:, 1:], out=fb[:, 1:])
-        else:
-            fb[:, 1:] = ys[:, :-1]
-        if layout.reveal_every > 1:
-            fb *= rev[:, None]
+        feedback = ys if noise is None else ys + noise
     elif layout.feedback == "reward":
-        obs[:, :, d] = 0.0
-        reward_noise = noise if noise is not None else np.zeros((b, length), dtype=np.float32)
-    if layout.feedback != "none":
-        obs[:, :, layout.flag_col] = rev
-    if layout.oracle:
-        off = d + layout.feedback_size
-        obs[:, :, off:] = tasks[:, :, None] == np.arange(len(layout.tasks))
-    return EpisodePlans(obs, ys, tasks, switched, reward_noise)
+        feedback = noise if noise is not None else np.zeros(tasks.shape, dtype=np.float32)
+    else:
+        feedback = None
+    return EpisodePlans(xs, ys, feedback, tasks, switched)
 
 
 def score(layout: RegressionLayout, actions: np.ndarray, ys_t: np.ndarray) -> np.ndarray:
@@ -188,7 +197,9 @@ def score(layout: RegressionLayout, actions: np.ndarray, ys_t: np.ndarray) -> np
     :param ys_t: targets, shape ``(B, d)``.
     :return: rewards, shape ``(B,)`` float32.
     """
-    err = np.clip(np.asarray(actions, dtype=np.float32), -layout.action_bound, layout.action_bound)
+    bound = np.float32(layout.action_bound)
+    err = np.maximum(actions, -bound, dtype=np.float32)  # clip(ŷ) as two ufunc calls: no Python wrapper
+    np.minimum(err, bound, out=err)
     err -= ys_t
     err *= err
     rewards = np.add.reduce(err, axis=1)
@@ -197,12 +208,35 @@ def score(layout: RegressionLayout, actions: np.ndarray, ys_t: np.ndarray) -> np
 
 
 def observe(
-    layout: RegressionLayout, plans: EpisodePlans, t: int, rewards: np.ndarray, revealed: np.ndarray
+    layout: RegressionLayout,
+    plans: EpisodePlans,
+    t: int,
+    rewards: np.ndarray | None,
+    revealed: np.ndarray,
 ) -> np.ndarray:
-    """Observations ``(B, D)`` at step ``t`` given the rewards ``(B,)`` of step ``t-1`` (a fresh array)."""
-    obs = plans.obs[:, t].copy()
-    if plans.noise is not None and revealed[t]:
-        np.add(rewards, plans.noise[:, t], out=obs[:, layout.dim])
+    """Observations ``(B, D)`` at step ``t``: ``[x_t, feedback about step t-1, one-hot(k_t)]``.
+
+    :param rewards: rewards ``(B,)`` of step ``t-1`` (used by reward feedback; None at ``t = 0``).
+    :param revealed: :func:`revealed_mask` of the layout.
+    """
+    d = layout.dim
+    obs = np.empty((plans.xs.shape[0], layout.obs_size), np.float32)
+    obs[:, :d] = plans.xs[:, t]
+    if layout.feedback == "target":
+        if revealed[t]:
+            obs[:, d : 2 * d] = plans.feedback[:, t - 1]
+            obs[:, 2 * d] = 1.0
+        else:
+            obs[:, d : 2 * d + 1] = 0.0
+    elif layout.feedback == "reward":
+        if revealed[t]:
+            np.add(rewards, plans.feedback[:, t], out=obs[:, d])
+            obs[:, d + 1] = 1.0
+        else:
+            obs[:, d : d + 2] = 0.0
+    if layout.oracle:
+        off = d + layout.feedback_size
+        obs[:, off:] = np.equal.outer(plans.tasks[:, t], np.arange(len(layout.tasks)))
     return obs
 
 
@@ -447,22 +481,19 @@ class NonStationaryRegression(gym.Env):
                 np.random.PCG64(np.random.SeedSequence(seed, spawn_key=(EVAL_STREAM,)))
             )
 
-    def draw_episode(
-        self, xs_out: np.ndarray | None = None, noise_out: np.ndarray | None = None
-    ) -> EpisodeDraws:
-        """Draw the next episode's randomness from this env's generator (the batched VecEnv calls this)."""
-        return draw_episode(self.layout, self.schedule, self._pool, self.np_random, xs_out, noise_out)
+    def draw_words(self) -> np.ndarray:
+        """Draw the next episode's random words from this env's generator (the batched VecEnv calls this)."""
+        return draw_words(self.layout, self.schedule, self.np_random)
 
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[np.ndarray, dict]:
         """Start an episode; ``options`` is unused. Returns ``(obs (D,), {"task_id": k_0})``."""
         self.seed_stream(seed)
-        draws = self.draw_episode()
-        noise = None if draws.noise is None else draws.noise[None]
-        self._plan = build_plans(self.layout, draws.xs[None], draws.tasks[None], noise)
+        self._plan = build_episodes(self.layout, self.schedule, self.draw_words()[None], [self._pool])
         self._t = 0
-        return self._plan.obs[0, 0].copy(), {"task_id": int(self._plan.tasks[0, 0])}
+        obs = observe(self.layout, self._plan, 0, None, self._revealed)
+        return obs[0], {"task_id": int(self._plan.tasks[0, 0])}
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
         """Score the prediction ``action`` (d,) against ``y_t`` and move to step ``t+1``."""

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["SwitchSchedule", "parse_schedule", "task_sequence"]
+__all__ = ["SwitchSchedule", "parse_schedule", "task_sequences", "uniforms_needed"]
 
 SCHEDULE_KINDS = ("none", "period", "hazard", "explicit")
 
@@ -112,41 +112,50 @@ def parse_schedule(
     return SwitchSchedule("explicit", events=tuple(events))
 
 
-def task_sequence(
-    schedule: SwitchSchedule, rng: np.random.Generator, length: int, pool: np.ndarray
-) -> np.ndarray:
-    """Draw the task of every step of an episode, vectorised over steps.
+def uniforms_needed(schedule: SwitchSchedule, length: int) -> int:
+    """How many uniforms :func:`task_sequences` consumes per episode of ``length`` steps."""
+    return {"none": 1, "explicit": 1, "period": 1 + length, "hazard": 1 + 2 * length}[schedule.kind]
 
-    Random numbers are consumed in a fixed order (initial task, then switch times, then switch targets),
-    so the same generator state gives the same sequence.
+
+def task_sequences(
+    schedule: SwitchSchedule, uniforms: np.ndarray, length: int, pools: Sequence[np.ndarray]
+) -> np.ndarray:
+    """The task of every step of ``B`` episodes, vectorised over episodes and steps.
+
+    Uniform ``u[:, 0]`` picks the initial task; for ``"period"`` the next ``L`` pick the task at each
+    switch (one of the *other* ``P - 1`` pool tasks: position += 1 + ⌊u·(P-1)⌋ mod P); for ``"hazard"``
+    the last ``L`` decide the switch times (``u < hazard``, never at step 0).
 
     :param schedule: the switch schedule.
-    :param rng: the episode's generator.
-    :param length: number of steps ``L``.
-    :param pool: task indices that may be drawn, shape ``(P,)``.
-    :return: task index of each step, shape ``(L,)`` int64.
+    :param uniforms: shape ``(B, uniforms_needed(schedule, L))``, values in [0, 1).
+    :param length: episode length ``L`` (steps).
+    :param pools: each episode's pool of task indices, ``B`` arrays of shape ``(P_b,)``.
+    :return: task index of each step, shape ``(B, L)`` int64.
     """
-    pool = np.asarray(pool, dtype=np.int64)
-    n_pool = len(pool)
+    b = len(pools)
+    sizes = np.array([len(p) for p in pools], dtype=np.int64)
+    padded = np.zeros((b, sizes.max()), dtype=np.int64)
+    for i, p in enumerate(pools):
+        padded[i, : len(p)] = p
+    start = np.floor(uniforms[:, 0] * sizes).astype(np.int64)
     if schedule.kind == "explicit":
-        seq = np.empty(length, dtype=np.int64)
+        seq = np.empty((b, length), dtype=np.int64)
         first_step = schedule.events[0][0]
-        if first_step > 0:
-            seq[:first_step] = pool[rng.integers(n_pool)]
+        seq[:, :first_step] = padded[np.arange(b), start][:, None]
         for i, (step, task) in enumerate(schedule.events):
             end = schedule.events[i + 1][0] if i + 1 < len(schedule.events) else length
-            seq[step:end] = task
+            seq[:, step:end] = task
         return seq
-    start = rng.integers(n_pool)
-    if schedule.kind == "none" or n_pool == 1:
-        return np.full(length, pool[start], dtype=np.int64)
+    if schedule.kind == "none":
+        return np.repeat(padded[np.arange(b), start][:, None], length, axis=1)
     steps = np.arange(length)
     if schedule.kind == "period":
-        switch = (steps > 0) & (steps % schedule.period == 0)
+        switch = np.broadcast_to((steps > 0) & (steps % schedule.period == 0), (b, length))
     else:  # hazard
-        switch = rng.random(length) < schedule.hazard
-        switch[0] = False
-    # a switch moves to one of the other P-1 tasks: position += 1 + U{0..P-2} (mod P)
-    offsets = rng.integers(n_pool - 1, size=length) + 1
-    position = (start + np.cumsum(np.where(switch, offsets, 0))) % n_pool
-    return pool[position]
+        switch = uniforms[:, 1 + length :] < schedule.hazard
+        switch[:, 0] = False
+    others = (sizes - 1)[:, None]
+    offsets = 1 + np.floor(uniforms[:, 1 : 1 + length] * others).astype(np.int64)
+    moves = np.where(switch & (others > 0), offsets, 0)
+    position = (start[:, None] + np.cumsum(moves, axis=1)) % sizes[:, None]
+    return np.take_along_axis(padded, position, axis=1)

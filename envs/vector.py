@@ -25,7 +25,15 @@ import numpy as np
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecMonitor
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices, VecEnvObs, VecEnvStepReturn
 
-from envs.regression import EpisodePlans, NonStationaryRegression, build_plans, observe, revealed_mask, score
+from envs.regression import (
+    EpisodePlans,
+    NonStationaryRegression,
+    build_episodes,
+    episode_words,
+    observe,
+    revealed_mask,
+    score,
+)
 
 __all__ = ["RegressionVecEnv", "make_vec_env"]
 
@@ -56,6 +64,8 @@ class RegressionVecEnv(VecEnv):
         self._plans: EpisodePlans | None = None
         super().__init__(int(num_envs), first.observation_space, first.action_space)
         self.layout = first.layout
+        self.schedule = first.schedule
+        self._n_words = sum(episode_words(self.layout, self.schedule))
         self._revealed = revealed_mask(self.layout)
         self._actions: np.ndarray | None = None
         self.metadata = first.metadata
@@ -66,26 +76,19 @@ class RegressionVecEnv(VecEnv):
     def _start_episodes(self, seeds: Sequence[int | None]) -> np.ndarray:
         """Draw and build new episodes for all copies; returns the first observations ``(n, D)``.
 
-        Each copy draws from its own generator straight into row ``i`` of the batch buffers (the only loop
-        over copies, once per episode); targets and observations are then built for all copies at once.
+        Each copy draws its episode's random words from its own generator in one call (the only loop over
+        copies, once per episode); Gaussians, task sequences, targets and observations are then computed
+        for all copies at once.
         """
-        layout, n = self.layout, self.num_envs
-        length = layout.episode_length + 1
-        xs = np.empty((n, length, layout.dim), np.float32)
-        noise = None
-        if layout.feedback_noise > 0 and layout.feedback != "none":
-            noise = np.empty(
-                (n, length, layout.dim) if layout.feedback == "target" else (n, length), np.float32
-            )
-        tasks = np.empty((n, length), np.int64)
+        words = np.empty((self.num_envs, self._n_words), np.uint64)
         for i, (env, seed) in enumerate(zip(self.envs, seeds)):
             if seed is not None:
                 env.seed_stream(seed)
-            tasks[i] = env.draw_episode(xs[i], None if noise is None else noise[i]).tasks
-        self._plans = build_plans(layout, xs, tasks, noise)
+            words[i] = env.draw_words()
+        self._plans = build_episodes(self.layout, self.schedule, words, [env._pool for env in self.envs])
         self._t = 0
-        self.reset_infos = [{"task_id": k} for k in tasks[:, 0].tolist()]
-        return self._plans.obs[:, 0].copy()
+        self.reset_infos = [{"task_id": k} for k in self._plans.tasks[:, 0].tolist()]
+        return observe(self.layout, self._plans, 0, None, self._revealed)
 
     def reset(self) -> VecEnvObs:
         """Reset every copy (copy ``i`` seeded with ``seeds[i]`` if :meth:`seed` was called); ``(n, D)``."""
@@ -103,7 +106,10 @@ class RegressionVecEnv(VecEnv):
             raise RuntimeError("call reset() before step()")
         layout, plans, t = self.layout, self._plans, self._t
         y = plans.ys[:, t]
-        rewards = score(layout, np.reshape(self._actions, (self.num_envs, layout.dim)), y)
+        actions = self._actions
+        if np.shape(actions) != (self.num_envs, layout.dim):
+            actions = np.reshape(actions, (self.num_envs, layout.dim))
+        rewards = score(layout, actions, y)
         t += 1
         obs = observe(layout, plans, t, rewards, self._revealed)
         truncated = t >= layout.episode_length
@@ -116,7 +122,8 @@ class RegressionVecEnv(VecEnv):
             for i, info in enumerate(infos):
                 info["terminal_observation"] = obs[i]
             obs = self._start_episodes([None] * self.num_envs)
-        return obs, rewards, np.full(self.num_envs, truncated), infos
+        dones = np.ones(self.num_envs, bool) if truncated else np.zeros(self.num_envs, bool)
+        return obs, rewards, dones, infos
 
     def close(self) -> None:
         for env in self.envs:

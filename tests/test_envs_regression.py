@@ -250,3 +250,17 @@ def test_registered_ids_pass_both_env_checkers(env_id):
     kwargs = envs.REGRESSION_IDS[env_id]
     assert env.unwrapped.layout.feedback == kwargs["feedback"]
     assert env.unwrapped.layout.oracle == kwargs.get("oracle", False)
+
+
+def test_inputs_are_standard_normal_and_gaussians_hand_checked():
+    from envs.regression import gaussians
+
+    env = NonStationaryRegression(dim=64, episode_length=300)
+    xs = np.stack([s[0][:64] for s in rollout(env, seed=0, n_steps=300)]).ravel()
+    assert abs(xs.mean()) < 0.02 and abs(xs.std() - 1.0) < 0.02
+    assert stats.kstest(xs, "norm").pvalue > 0.01
+    # one word: low half h1 = 2^31 (u1 = (2^31 + 0.5) / 2^32 ≈ 0.5), high half h2 = 2^30 (u2 = 0.25)
+    word = np.array([[(1 << 30) << 32 | (1 << 31)]], dtype=np.uint64)
+    z = gaussians(word, 2)
+    r = np.sqrt(-2 * np.log(0.5))
+    np.testing.assert_allclose(z[0], [r * np.cos(np.pi / 2), r * np.sin(np.pi / 2)], atol=1e-6)

@@ -1,0 +1,99 @@
+"""Steps per second of the batched RegressionVecEnv against SB3's DummyVecEnv of the single environment.
+
+Both run in this one process, side by side: for every configuration the two are timed in alternating
+rounds over whole episodes (autoresets included) with the same pre-drawn actions, and the median round
+is reported. Prints a Markdown table and writes it to ``benchmarks/results/vec_env.md``.
+
+    .venv/bin/python benchmarks/vec_env.py            # full run (a few minutes on 2 busy cores)
+    .venv/bin/python benchmarks/vec_env.py --quick    # smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import gymnasium as gym  # noqa: E402
+import numpy as np  # noqa: E402
+from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import envs  # noqa: E402,F401  (registers the ids)
+from envs.vector import RegressionVecEnv  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results" / "vec_env.md"
+
+
+def time_steps(venv: VecEnv, actions: np.ndarray, n_steps: int) -> float:
+    """Seconds for ``n_steps`` steps of ``venv`` (after a reset), cycling through ``actions``."""
+    venv.seed(0)
+    venv.reset()
+    start = time.perf_counter()
+    for i in range(n_steps):
+        venv.step(actions[i % len(actions)])
+    return time.perf_counter() - start
+
+
+def measure(env_id: str, n_envs: int, n_steps: int, rounds: int) -> tuple[float, float]:
+    """Median env-steps per second of (DummyVecEnv of gym.make(env_id), RegressionVecEnv)."""
+    spec = gym.spec(env_id)
+    dummy = DummyVecEnv([lambda: gym.make(env_id) for _ in range(n_envs)])
+    batched = RegressionVecEnv(n_envs, dict(spec.kwargs))
+    dim = batched.layout.dim
+    actions = np.random.default_rng(0).uniform(-1, 1, size=(16, n_envs, dim)).astype(np.float32)
+    rates: dict[str, list[float]] = {"dummy": [], "batched": []}
+    for _ in range(rounds):
+        rates["dummy"].append(n_envs * n_steps / time_steps(dummy, actions, n_steps))
+        rates["batched"].append(n_envs * n_steps / time_steps(batched, actions, n_steps))
+    return statistics.median(rates["dummy"]), statistics.median(rates["batched"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="one configuration, short rounds")
+    args = parser.parse_args()
+    if args.quick:
+        configs = [("memagent/NonStationaryRegression-v0", 64)]
+        episodes, rounds = 1, 1
+    else:
+        configs = [
+            ("memagent/NonStationaryRegression-v0", 16),
+            ("memagent/NonStationaryRegression-v0", 64),
+            ("memagent/NonStationaryRegression-v0", 256),
+            ("memagent/NonStationaryRegressionReward-v0", 64),
+            ("memagent/NonStationaryRegressionNoisy-v0", 64),
+            ("memagent/NonStationaryRegressionOracle-v0", 64),
+        ]
+        episodes, rounds = 2, 5
+    rows = [
+        "| env id | n_envs | DummyVecEnv steps/s | RegressionVecEnv steps/s | speed-up |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for env_id, n_envs in configs:
+        n_steps = episodes * gym.spec(env_id).kwargs.get("episode_length", 200)
+        dummy, batched = measure(env_id, n_envs, n_steps, rounds)
+        rows.append(f"| `{env_id}` | {n_envs} | {dummy:,.0f} | {batched:,.0f} | {batched / dummy:.1f}× |")
+        print(rows[-1], flush=True)
+    header = (
+        f"Env-steps per second (median of {rounds} alternating rounds of {episodes} episode(s), autoresets "
+        f"included; d = 64, 200 steps/episode). Python {platform.python_version()}, numpy {np.__version__}, "
+        f"{os.cpu_count()} CPUs, OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}.\n"
+        f"Command: `.venv/bin/python benchmarks/vec_env.py{' --quick' if args.quick else ''}`\n"
+    )
+    table = header + "\n" + "\n".join(rows) + "\n"
+    print()
+    print(table)
+    if not args.quick:
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        RESULTS.write_text(table)
+
+
+if __name__ == "__main__":
+    main()
