@@ -12,6 +12,10 @@ id                                                 variant
 ``memagent/NonStationaryRegressionHazard-v0``      like v0, switches at random times (hazard 0.02)
 ``memagent/NonStationaryRegressionOracle-v0``      like v0 plus the one-hot task id (upper bound)
 ``memagent/ContinualRegression-v0``                one task per curriculum phase (tutorial tasks 0..3)
+``memagent/NonStationaryCartPole-v0``              CartPole-v1; gravity / pole length / pole mass switch
+                                                   every 100 steps (``NonStationary`` wrapper)
+``memagent/NonStationaryPendulum-v0``              Pendulum-v1; g, m, l and the torque's sign switch every
+                                                   50 steps
 =================================================  ===========================================================
 
 ``REGRESSION_IDS`` maps each id to its constructor keyword arguments; :func:`envs.vector.make_vec_env`
@@ -28,6 +32,7 @@ from envs.regression import NonStationaryRegression
 from envs.tasks import Task, get_task, list_tasks, register_task, tutorial_task
 
 __all__ = [
+    "CLASSIC_IDS",
     "REGRESSION_IDS",
     "NonStationaryRegression",
     "Task",
@@ -66,12 +71,30 @@ REGRESSION_IDS: dict[str, dict[str, Any]] = {
 }
 
 
+#: registered id -> keyword arguments of :func:`envs.wrappers.make_nonstationary`
+CLASSIC_IDS: dict[str, dict[str, Any]] = {
+    "memagent/NonStationaryCartPole-v0": {
+        "base_id": "CartPole-v1",
+        "tasks": [{}, {"gravity": 19.6}, {"length": 1.0}, {"masspole": 0.5, "force_mag": 15.0}],
+        "period": 100,
+    },
+    "memagent/NonStationaryPendulum-v0": {
+        "base_id": "Pendulum-v1",
+        "tasks": [{}, {"g": 15.0}, {"m": 1.5, "l": 0.7}, {"action_negate": True}],
+        "period": 50,
+    },
+}
+
+
 def _register() -> None:
     for env_id, kwargs in REGRESSION_IDS.items():
         if env_id not in gym.registry:
             gym.register(
                 id=env_id, entry_point="envs.regression:NonStationaryRegression", kwargs=dict(kwargs)
             )
+    for env_id, kwargs in CLASSIC_IDS.items():
+        if env_id not in gym.registry:
+            gym.register(id=env_id, entry_point="envs.wrappers:make_nonstationary", kwargs=dict(kwargs))
 
 
 _register()

@@ -564,3 +564,22 @@ class HistoryWrapper(gym.Wrapper, gym.utils.RecordConstructorArgs):
         self._window = np.roll(self._window, -1, axis=0)
         self._window[-1] = self._row(obs, action, float(reward))
         return self._window.copy(), reward, terminated, truncated, info
+
+
+def make_nonstationary(
+    base_id: str,
+    tasks: Sequence[Mapping[str, Any]],
+    schedule: str | Sequence[tuple[int, int]] = "period",
+    period: int = 100,
+    hazard: float = 0.01,
+    feedback: bool = False,
+    **make_kwargs: Any,
+) -> gym.Env:
+    """``NonStationary(gym.make(base_id, **make_kwargs), tasks, ...)``, optionally wrapped in feedback.
+
+    The entry point of the registered ``memagent/NonStationary<Env>-v0`` ids.
+    """
+    env: gym.Env = NonStationary(
+        gym.make(base_id, **make_kwargs), tasks, schedule=schedule, period=period, hazard=hazard
+    )
+    return FeedbackWrapper(env) if feedback else env

@@ -226,3 +226,20 @@ def test_history_wrapper_stacks_last_k_steps():
     np.testing.assert_array_equal(o2[2, 4:], [1.0, 0.0, r2])
     np.testing.assert_array_equal(o1[2, 4:], [0.0, 1.0, r1])
     assert env.observation_space.contains(o3)
+
+
+@pytest.mark.parametrize("env_id", ["memagent/NonStationaryCartPole-v0", "memagent/NonStationaryPendulum-v0"])
+def test_registered_nonstationary_classic_ids(env_id):
+    from gymnasium.utils.env_checker import check_env
+
+    import envs
+    from envs.wrappers import make_nonstationary
+
+    env = gym.make(env_id, period=4)
+    env.reset(seed=0)
+    env.action_space.seed(0)
+    switched = [env.step(env.action_space.sample())[4]["switched"] for _ in range(9)]
+    assert switched == [False] * 4 + [True] + [False] * 3 + [True]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        check_env(make_nonstationary(**envs.CLASSIC_IDS[env_id]), skip_render_check=True)
