@@ -40,13 +40,13 @@ class _LinkAndDirections(torch.autograd.Function):
         link.baddbmm_(w.unsqueeze(-1), p.unsqueeze(-2))
         link.diagonal(dim1=-2, dim2=-1).zero_()
         wr = prev_read_weights.unsqueeze(1).expand(b, hw, r, n).reshape(b * hw, r, n)
-        forward_w = torch.bmm(link, wr.transpose(1, 2))  # (M, N, R): f[i] = sum_j L[i, j] w[j]
+        forward_w = torch.bmm(wr, link.transpose(1, 2))  # (M, R, N): f[i] = sum_j L[i, j] w[j]
         backward_w = torch.bmm(wr, link)  # (M, R, N): b[j] = sum_i L[i, j] w[i]
         ctx.save_for_backward(prev_link, prev_precedence, write_weights, prev_read_weights, link)
         link = link.view(b, hw, n, n)
         return (
             link,
-            forward_w.view(b, hw, n, r).permute(0, 3, 1, 2),
+            forward_w.view(b, hw, r, n).transpose(1, 2),
             backward_w.view(b, hw, r, n).transpose(1, 2),
         )
 
@@ -64,7 +64,7 @@ class _LinkAndDirections(torch.autograd.Function):
         g = torch.baddbmm(grad_link.reshape(m, n, n), g_f.transpose(1, 2), wr)  # f[r,i] = sum_j L[i,j] w[r,j]
         g.baddbmm_(wr.transpose(1, 2), g_b)  # b[r,j] = sum_i L[i,j] w[r,i]
         g.diagonal(dim1=-2, dim2=-1).zero_()  # the diagonal is constant 0
-        grad_read = torch.bmm(g_f, link) + torch.bmm(link, g_b.transpose(1, 2)).transpose(1, 2)
+        grad_read = torch.bmm(g_f, link).add_(torch.bmm(g_b, link.transpose(1, 2)))
         grad_read = grad_read.view(b, hw, r, n).sum(1)
         w = write_weights.reshape(m, n)
         p = prev_precedence.reshape(m, n)
