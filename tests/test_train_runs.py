@@ -164,3 +164,24 @@ def test_same_seed_same_result(tmp_path):
     b = train(tiny(tmp_path / "b", "ppo", n=32))
     assert a.summary["eval_returns"] == b.summary["eval_returns"]
     assert a.summary["switch"]["mean_loss"] == b.summary["switch"]["mean_loss"]
+
+
+def test_main_job_trains_both_agents_and_summarizes(tmp_path, capsys):
+    from memagent.training.main_job import run_main_job
+
+    status = run_main_job(
+        log_folder=str(tmp_path),
+        n_timesteps=64,
+        algos=("ppo_lstm", "ppo"),
+        hyperparams={"ppo_lstm": {**SMALL["ppo_lstm"], "n_envs": 1}, "ppo": {**SMALL["ppo"], "n_envs": 1}},
+        env_kwargs={"episode_length": 32, "period": 8},
+        eval_episodes=1,
+        switch_episodes=2,
+    )
+    assert status == 0
+    out = capsys.readouterr().out
+    assert "| ppo_lstm |" in out and "| ppo |" in out and "after a task switch" in out and "Figures:" in out
+    summary = tmp_path / "main" / "memagent-NonStationaryRegression-v0_1"
+    assert (summary / "summary.md").is_file()
+    assert (summary / "figures" / "learning_curves.png").stat().st_size > 0
+    assert (summary / "figures" / "switch_aligned.png").stat().st_size > 0

@@ -68,6 +68,7 @@ _SUITE_KEYS = {
     "n_eval_envs",
     "metric",
     "reps",
+    "run_figures",
 }
 
 
@@ -102,6 +103,7 @@ class Suite:
     baseline: str | None = None
     metric: str = "final_return"
     reps: int = 2000
+    run_figures: bool = True
     description: str = ""
 
     def jobs(self, out_dir: Path) -> list[Job]:
@@ -121,6 +123,7 @@ class Suite:
                         switch_episodes=self.switch_episodes,
                         verbose=0,
                         progress_bar=False,
+                        figures=self.run_figures,
                     )
                     for source in (env, algo):  # the algo entry wins (e.g. its own budget)
                         for key in _TRAIN_KEYS:
@@ -202,6 +205,7 @@ def load_suite(path: str | Path) -> Suite:
         baseline=raw.get("baseline"),
         metric=str(raw.get("metric", "final_return")),
         reps=int(raw.get("reps", 2000)),
+        run_figures=bool(raw.get("run_figures", True)),
         description=str(raw.get("description", "")),
     )
     if suite.baseline is not None and suite.baseline not in [a["name"] for a in suite.algos]:
