@@ -113,7 +113,10 @@ def parse_interface(vector: Tensor, config: MemoryConfig) -> Interface:
     raw_keys, raw_strengths, raw_sigmoid, raw_modes = torch.split(
         vector, [n_keys, n_strengths, n_sigmoid, expected - n_keys - n_strengths - n_sigmoid], dim=-1
     )
-    read_keys, write_keys, write_vectors = raw_keys.view(batch, r + 2 * hw, w).split([r, hw, hw], dim=1)
+    # one contiguous copy so the per-head keys are dense for bmm
+    read_keys, write_keys, write_vectors = (
+        raw_keys.contiguous().view(batch, r + 2 * hw, w).split([r, hw, hw], dim=1)
+    )
     read_strengths, write_strengths = oneplus(raw_strengths).split([r, hw], dim=-1)
     gates = torch.sigmoid(raw_sigmoid)
     erase_vectors = gates[:, : hw * w].view(batch, hw, w)

@@ -147,7 +147,7 @@ class _CosineSimilarity(torch.autograd.Function):
     @staticmethod
     def forward(ctx, memory: Tensor, keys: Tensor, epsilon: float):
         dot = torch.bmm(keys, memory.transpose(1, 2))  # (B, H, N)
-        key_norm = torch.sqrt(torch.linalg.vector_norm(keys, dim=-1).square() + epsilon)  # (B, H)
+        key_norm = torch.sqrt((keys * keys).sum(-1) + epsilon)  # (B, H)
         memory_norm = torch.sqrt(torch.linalg.vector_norm(memory, dim=-1).square() + epsilon)  # (B, N)
         denominator = key_norm.unsqueeze(-1) * memory_norm.unsqueeze(1) + epsilon
         similarity = dot / denominator
