@@ -180,3 +180,15 @@ def test_ray_missing_is_a_clear_error(tmp_path, monkeypatch, suite_file, capsys)
     assert bench_main([str(suite_file), "-o", str(tmp_path / "o"), "--ray"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "ray is not installed" in err[0]
+
+
+def test_shipped_suites_parse_and_name_known_algos():
+    from pathlib import Path
+
+    from memagent.training.algos import ALGOS
+
+    root = Path(__file__).resolve().parents[1] / "benchmarks" / "suites"
+    for name in ("quick", "full"):
+        suite = load_suite(root / f"{name}.yml")
+        assert all(a["algo"] in ALGOS for a in suite.algos)
+        assert suite.baseline == "ppo" and len(suite.seeds) >= (5 if name == "full" else 3)

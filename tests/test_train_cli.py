@@ -179,3 +179,18 @@ def test_list_algos(capsys):
     assert main(["--list-algos"]) == 0
     out = capsys.readouterr().out
     assert "ppo_lstm" in out and "ppo_dnc" in out and "sac_per" in out
+
+
+def test_continual_subcommand_forwards_to_the_demo(tmp_path, monkeypatch):
+    demo = pytest.importorskip("memagent.continual.demo")
+    calls = []
+    monkeypatch.setattr(demo, "run_demo", lambda **kw: calls.append(kw))
+    assert (
+        main(["continual", "--budget", "tiny", "--seed", "3", "-f", str(tmp_path), "--no-progress-bar"]) == 0
+    )
+    assert calls == [
+        {"budget": "tiny", "seed": 3, "out_dir": str(tmp_path), "progress": False, "report": print}
+    ]
+    with pytest.raises(SystemExit) as exc:
+        main(["continual", "--budget", "huge"])
+    assert exc.value.code == 2

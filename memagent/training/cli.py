@@ -260,10 +260,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _continual(argv: list[str]) -> int:
-    """``train.py continual``: forwards to :func:`memagent.continual.demo.run_demo`."""
-    p = OneLineParser(prog=f"{PROG} continual", description="supervised continual-learning demo")
-    p.add_argument("--seed", type=non_negative_int, default=0)
-    p.add_argument("-f", "--log-folder", default="logs/continual")
+    """``train.py continual``: the continual-learning demo (:func:`memagent.continual.demo.run_demo`)."""
+    p = OneLineParser(
+        prog=f"{PROG} continual", description="supervised continual-learning demo (DNC + replay)"
+    )
+    p.add_argument(
+        "--budget", choices=("tiny", "small", "default"), default="default", help="training budget"
+    )
+    p.add_argument("--seed", type=non_negative_int, default=0, help="random seed")
+    p.add_argument("-f", "--log-folder", default="logs/continual", help="folder for figures and results")
+    p.add_argument("--progress-bar", "-P", action=argparse.BooleanOptionalAction, default=None)
     args = p.parse_args(argv)
     try:
         from memagent.continual.demo import run_demo
@@ -271,16 +277,6 @@ def _continual(argv: list[str]) -> int:
         raise UsageError(
             "continual", f"memagent.continual.demo is not available in this checkout ({exc})"
         ) from None
-    import inspect
-
-    params = inspect.signature(run_demo).parameters
-    kwargs: dict[str, Any] = {}
-    if "seed" in params:
-        kwargs["seed"] = args.seed
-    for name in ("out_dir", "log_folder", "output_dir"):
-        if name in params:
-            kwargs[name] = args.log_folder
-    result = run_demo(**kwargs)
-    if result is not None:
-        print(result)
+    progress = sys.stdout.isatty() if args.progress_bar is None else args.progress_bar
+    run_demo(budget=args.budget, seed=args.seed, out_dir=args.log_folder, progress=progress, report=print)
     return 0
