@@ -98,7 +98,7 @@ def evaluate_agent(
         t = venv._t
         candidates = np.stack([layout.tasks[j](x) for j in pool], axis=1)  # (B, K, d)
         if agent == "oracle":
-            current = venv._plans.tasks[:, t]
+            current = venv._plans.tasks[t]
             belief = (pool[None, :] == current[:, None]).astype(np.float64)
         elif (
             agent == "blind"

@@ -61,10 +61,10 @@ class EpisodePlans(NamedTuple):
     """Precomputed episodes of ``B`` copies (``L = episode_length + 1`` rows; observations are assembled
     per step by :func:`observe`).
 
-    ``xs`` (B, L, d) float32 inputs, ``ys`` (B, L, d) float32 targets, ``feedback`` the fed-back values
-    (target feedback: (B, L, d) targets plus noise, the same array as ``ys`` without noise; reward
-    feedback: (B, L) noise added to the reward; no feedback: None), ``tasks`` (B, L) int64 and
-    ``switched`` (B, L) bool.
+    Arrays are *time-major*, so that step ``t`` reads contiguous ``(B, ·)`` slices: ``xs`` (L, B, d) float32
+    inputs, ``ys`` (L, B, d) float32 targets, ``feedback`` the fed-back values (target feedback: (L, B, d)
+    targets plus noise, the same array as ``ys`` without noise; reward feedback: (L, B) noise added to
+    the reward; no feedback: None), ``tasks`` (L, B) int64 and ``switched`` (L, B) bool.
     """
 
     xs: np.ndarray
@@ -139,7 +139,11 @@ def build_episodes(
         noise *= np.float32(layout.feedback_noise)
     uniforms = (words[:, n_x + n_noise :] >> np.uint64(11)) * (1.0 / 2.0**53)
     tasks = task_sequences(schedule, uniforms, length, pools)
-    return build_plans(layout, xs, tasks, noise)
+    # time-major copies: every step then reads contiguous (B, ·) slices
+    xs = np.ascontiguousarray(xs.transpose(1, 0, 2))
+    if noise is not None:
+        noise = np.ascontiguousarray(np.moveaxis(noise, 0, 1))
+    return build_plans(layout, xs, np.ascontiguousarray(tasks.T), noise)
 
 
 def revealed_mask(layout: RegressionLayout) -> np.ndarray:
@@ -154,19 +158,27 @@ def revealed_mask(layout: RegressionLayout) -> np.ndarray:
 def episode_targets(layout: RegressionLayout, xs: np.ndarray, tasks: np.ndarray) -> np.ndarray:
     """``y[b, t] = f_{tasks[b, t]}(x[b, t])``, one vectorised call per task present (no loop over copies).
 
-    :param xs: inputs, shape ``(B, L, d)``.
-    :param tasks: task ids, shape ``(B, L)``.
-    :return: targets, shape ``(B, L, d)``, dtype of ``xs``.
+    :param xs: inputs, shape ``(L, B, d)`` (any leading shape matching ``tasks``).
+    :param tasks: task ids, shape ``(L, B)``.
+    :return: targets, shape ``(L, B, d)``, dtype of ``xs``.
     """
-    ys = np.empty_like(xs)
-    present = np.flatnonzero(np.bincount(tasks.ravel(), minlength=len(layout.tasks)))
+    counts = np.bincount(tasks.ravel(), minlength=len(layout.tasks))
+    present = np.flatnonzero(counts)
     if len(present) == 1:
-        ys[...] = layout.tasks[present[0]](xs)
-        return ys
+        return np.ascontiguousarray(layout.tasks[present[0]](xs), dtype=xs.dtype)
+    # group rows by task with one stable sort, so each task runs on one contiguous block; `take` moves
+    # rows far faster than boolean-mask indexing
+    rows = xs.reshape(-1, xs.shape[-1])
+    order = np.argsort(tasks.ravel(), kind="stable")
+    grouped = rows.take(order, axis=0)
+    start = 0
     for k in present:
-        mask = tasks == k
-        ys[mask] = layout.tasks[k](xs[mask])
-    return ys
+        block = grouped[start : start + counts[k]]
+        block[...] = layout.tasks[k](block)
+        start += counts[k]
+    inverse = np.empty_like(order)
+    inverse[order] = np.arange(len(order))
+    return grouped.take(inverse, axis=0).reshape(xs.shape)
 
 
 def build_plans(
@@ -174,13 +186,13 @@ def build_plans(
 ) -> EpisodePlans:
     """Targets, fed-back values and switch flags of ``B`` whole episodes at once.
 
-    :param xs: inputs, shape ``(B, L, d)`` float32.
-    :param tasks: task ids, shape ``(B, L)`` int64.
-    :param noise: feedback noise, shape ``(B, L, d)`` (target) or ``(B, L)`` (reward), or None.
+    :param xs: inputs, shape ``(L, B, d)`` float32.
+    :param tasks: task ids, shape ``(L, B)`` int64.
+    :param noise: feedback noise, shape ``(L, B, d)`` (target) or ``(L, B)`` (reward), or None.
     """
     ys = episode_targets(layout, xs, tasks)
     switched = np.zeros(tasks.shape, dtype=bool)
-    np.not_equal(tasks[:, 1:], tasks[:, :-1], out=switched[:, 1:])
+    np.not_equal(tasks[1:], tasks[:-1], out=switched[1:])
     if layout.feedback == "target":
         feedback = ys if noise is None else ys + noise
     elif layout.feedback == "reward":
@@ -220,23 +232,23 @@ def observe(
     :param revealed: :func:`revealed_mask` of the layout.
     """
     d = layout.dim
-    obs = np.empty((plans.xs.shape[0], layout.obs_size), np.float32)
-    obs[:, :d] = plans.xs[:, t]
+    obs = np.empty((plans.xs.shape[1], layout.obs_size), np.float32)
+    obs[:, :d] = plans.xs[t]
     if layout.feedback == "target":
         if revealed[t]:
-            obs[:, d : 2 * d] = plans.feedback[:, t - 1]
+            obs[:, d : 2 * d] = plans.feedback[t - 1]
             obs[:, 2 * d] = 1.0
         else:
             obs[:, d : 2 * d + 1] = 0.0
     elif layout.feedback == "reward":
         if revealed[t]:
-            np.add(rewards, plans.feedback[:, t], out=obs[:, d])
+            np.add(rewards, plans.feedback[t], out=obs[:, d])
             obs[:, d + 1] = 1.0
         else:
             obs[:, d : d + 2] = 0.0
     if layout.oracle:
         off = d + layout.feedback_size
-        obs[:, off:] = np.equal.outer(plans.tasks[:, t], np.arange(len(layout.tasks)))
+        obs[:, off:] = np.equal.outer(plans.tasks[t], np.arange(len(layout.tasks)))
     return obs
 
 
@@ -470,7 +482,7 @@ class NonStationaryRegression(gym.Env):
         """Task that will score the next action (``-1`` before the first reset)."""
         if self._plan is None:
             return -1
-        return int(self._plan.tasks[0, min(self._t, self.layout.episode_length)])
+        return int(self._plan.tasks[min(self._t, self.layout.episode_length), 0])
 
     # ------------------------------------------------------------------------------------- gym API
     def seed_stream(self, seed: int | None) -> None:
@@ -502,13 +514,13 @@ class NonStationaryRegression(gym.Env):
             raise RuntimeError("call reset() before step()")
         if t >= self.layout.episode_length:
             raise RuntimeError("the episode was truncated; call reset() before stepping again")
-        y = plan.ys[:, t]
+        y = plan.ys[t]
         rewards = score(self.layout, np.reshape(action, (1, self.layout.dim)), y)
         self._t = t = t + 1
         obs = observe(self.layout, plan, t, rewards, self._revealed)
         info = {
-            "task_id": int(plan.tasks[0, t - 1]),
-            "switched": bool(plan.switched[0, t - 1]),
+            "task_id": int(plan.tasks[t - 1, 0]),
+            "switched": bool(plan.switched[t - 1, 0]),
             "target": y[0],
         }
         return obs[0], float(rewards[0]), False, t >= self.layout.episode_length, info

@@ -87,7 +87,7 @@ class RegressionVecEnv(VecEnv):
             words[i] = env.draw_words()
         self._plans = build_episodes(self.layout, self.schedule, words, [env._pool for env in self.envs])
         self._t = 0
-        self.reset_infos = [{"task_id": k} for k in self._plans.tasks[:, 0].tolist()]
+        self.reset_infos = [{"task_id": k} for k in self._plans.tasks[0].tolist()]
         return observe(self.layout, self._plans, 0, None, self._revealed)
 
     def reset(self) -> VecEnvObs:
@@ -105,7 +105,7 @@ class RegressionVecEnv(VecEnv):
         if self._t < 0:
             raise RuntimeError("call reset() before step()")
         layout, plans, t = self.layout, self._plans, self._t
-        y = plans.ys[:, t]
+        y = plans.ys[t]
         actions = self._actions
         if np.shape(actions) != (self.num_envs, layout.dim):
             actions = np.reshape(actions, (self.num_envs, layout.dim))
@@ -115,7 +115,7 @@ class RegressionVecEnv(VecEnv):
         truncated = t >= layout.episode_length
         infos = [
             {"task_id": k, "switched": s, "target": yy, "TimeLimit.truncated": truncated}
-            for k, s, yy in zip(plans.tasks[:, t - 1].tolist(), plans.switched[:, t - 1].tolist(), y)
+            for k, s, yy in zip(plans.tasks[t - 1].tolist(), plans.switched[t - 1].tolist(), y)
         ]
         self._t = t
         if truncated:
@@ -137,7 +137,7 @@ class RegressionVecEnv(VecEnv):
             env = self.envs[i]
             if self._plans is not None:
                 p = self._plans
-                env._plan = EpisodePlans(*(None if a is None else a[i : i + 1] for a in p))
+                env._plan = EpisodePlans(*(None if a is None else a[:, i : i + 1] for a in p))
                 env._t = self._t
         return [self.envs[i] for i in idx]
 
