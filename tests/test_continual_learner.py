@@ -93,7 +93,8 @@ def test_model_inputs_carry_previous_target_and_flag():
     assert torch.all(inp[0, 0, 8:] == 0)
     assert inp[0, 1:, 16].tolist() == [1.0, 1.0]
     oracle = _learner(model="oracle").model_inputs(x, y, torch.tensor([1]))
-    assert oracle.shape == (1, 3, 10) and oracle[0, :, 9].tolist() == [1.0, 1.0, 1.0]
+    assert oracle.shape == (1, 3, 19) and oracle[0, :, 18].tolist() == [1.0, 1.0, 1.0]
+    torch.testing.assert_close(oracle[..., :17], inp)
 
 
 @pytest.mark.parametrize("model", ["dnc", "mlp", "oracle"])

@@ -16,7 +16,7 @@ Models (``model``):
 
 - ``"dnc"``: :class:`memagent.memory.DNC` over the sequence;
 - ``"mlp"``: a per-step MLP on ``[x_t, y_{t−1}, 1{t > 0}]`` (a one-step context window, no memory);
-- ``"oracle"``: a per-step MLP on ``[x_t, one_hot(task)]``: it is told the task.
+- ``"oracle"``: the same MLP with ``one_hot(task)`` appended to its input: it is told the task.
 
 Replay (``replay``): ``"none"`` (naive fine-tuning), ``"uniform"`` or ``"prioritized"``
 (:class:`memagent.continual.replay.SequenceReplay`). Every update is **one batched forward** over the
@@ -109,13 +109,13 @@ class ContinualConfig:
     n_train: int = 50
     epochs: int = 20
     seq_len: int = 5
-    batch_sequences: int = 2
-    replay_sequences: int = 8
+    batch_sequences: int = 5
+    replay_sequences: int = 20
     replay_weight: float = 1.0
     replay_capacity: int = 2000
     alpha: float = 0.6
     beta: float = 0.6
-    lr: float = 3e-3
+    lr: float = 5e-3
     weight_decay: float = 0.0
     input_noise: float = 1.0
     grad_clip: float = 1.0
@@ -222,7 +222,7 @@ class ContinualLearner:
         self.device = torch.device(cfg.device)
         torch.manual_seed(cfg.seed)
         num_tasks = len(self.tasks)
-        in_size = cfg.dim + (num_tasks if cfg.model == "oracle" else cfg.dim + 1)
+        in_size = 2 * cfg.dim + 1 + (num_tasks if cfg.model == "oracle" else 0)
         if cfg.model == "dnc":
             self.model: nn.Module = DNC(in_size, cfg.hidden_size, cfg.dim, cfg.memory)
         else:
@@ -273,16 +273,17 @@ class ContinualLearner:
     def model_inputs(self, x: Tensor, y: Tensor, task: Tensor) -> Tensor:
         """Model input ``(B, T, I)`` from ``x, y (B, T, D)`` and ``task (B,)``.
 
-        ``[x_t, y_{t−1}, 1{t > 0}]`` with ``y_{−1} = 0`` for the DNC and the MLP (the flag tells a
-        zero feedback at the first step from a target near zero); ``[x_t, one_hot(task)]`` for the oracle.
+        ``[x_t, y_{t−1}, 1{t > 0}]`` with ``y_{−1} = 0`` (the flag tells a zero feedback at the first
+        step from a target near zero); the oracle gets ``one_hot(task)`` appended.
         """
-        if self.config.model == "oracle":
-            onehot = F.one_hot(task.to(self.device), len(self.tasks)).to(x.dtype)
-            return torch.cat([x, onehot[:, None, :].expand(-1, x.shape[1], -1)], dim=-1)
         y_prev = torch.cat([torch.zeros_like(y[:, :1]), y[:, :-1]], dim=1)
         flag = torch.ones_like(x[..., :1])
         flag[:, 0] = 0.0
-        return torch.cat([x, y_prev, flag], dim=-1)
+        parts = [x, y_prev, flag]
+        if self.config.model == "oracle":
+            onehot = F.one_hot(task.to(self.device), len(self.tasks)).to(x.dtype)
+            parts.append(onehot[:, None, :].expand(-1, x.shape[1], -1))
+        return torch.cat(parts, dim=-1)
 
     # ------------------------------------------------------------------ training
     def _forward(self, inputs: Tensor, state=None) -> tuple[Tensor, object]:
