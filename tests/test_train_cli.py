@@ -98,6 +98,7 @@ def test_bad_flag_values_exit_2_with_one_line(argv, flag, capsys):
         (["--gym-packages", "no_such_module_xyz"], "--gym-packages"),
         (["--wrapper", "nope"], "--wrapper"),
         (["--resume", "/no/such/run"], "--resume"),
+        (["--device", "toaster"], "--device"),
     ],
 )
 def test_bad_values_found_later_also_exit_2(argv, flag, capsys, tmp_path):

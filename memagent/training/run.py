@@ -296,12 +296,32 @@ def save_checkpoint(model: Any, run_dir: Path, total_timesteps: int, wall_time: 
 # --------------------------------------------------------------------------- main entry
 
 
+def _check_runtime_flags(cfg: TrainConfig) -> None:
+    """``--device`` must parse as a torch device; ``--tensorboard-log`` needs the tensorboard package."""
+    import importlib.util
+
+    import torch
+
+    if cfg.device != "auto":
+        try:
+            torch.device(cfg.device)
+        except (RuntimeError, TypeError, ValueError):
+            raise UsageError(
+                "--device", f"{cfg.device!r} is not a torch device; use auto, cpu, cuda or cuda:N"
+            ) from None
+    if cfg.tensorboard_log and importlib.util.find_spec("tensorboard") is None:
+        raise UsageError("--tensorboard-log", "needs the tensorboard package (pip install tensorboard)")
+    if cfg.vec_env not in ("dummy", "subproc", "batched"):
+        raise UsageError("--vec-env", f"must be dummy, subproc or batched, got {cfg.vec_env!r}")
+
+
 def prepare(cfg: TrainConfig) -> tuple[AlgoSpec, type, dict[str, Any]]:
     """Validate a configuration before anything is written: algorithm, env id, kwargs, hyperparameters.
 
     :returns: ``(spec, algorithm class, resolved hyperparameters)``; user errors raise :class:`UsageError`.
     """
     spec = get_algo(cfg.algo)
+    _check_runtime_flags(cfg)
     import_gym_packages(cfg.gym_packages)
     check_env_id(cfg.env)
     cls = spec.load()
