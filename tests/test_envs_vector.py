@@ -133,3 +133,12 @@ def test_make_vec_env_falls_back_to_dummy_for_other_ids():
     venv = make_vec_env("CartPole-v1", n_envs=2, seed=0)
     assert isinstance(venv.unwrapped, DummyVecEnv)
     assert venv.reset().shape == (2, 4)
+
+
+def test_sb3_ppo_runs_on_the_batched_env():
+    from stable_baselines3 import PPO
+
+    venv = make_vec_env("memagent/NonStationaryRegression-v0", n_envs=4, seed=0, env_kwargs={"dim": 4})
+    model = PPO("MlpPolicy", venv, n_steps=8, batch_size=16, n_epochs=1, seed=0, device="cpu")
+    model.learn(total_timesteps=64)
+    assert model.num_timesteps == 64
