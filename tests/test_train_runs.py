@@ -185,3 +185,51 @@ def test_main_job_trains_both_agents_and_summarizes(tmp_path, capsys):
     assert (summary / "summary.md").is_file()
     assert (summary / "figures" / "learning_curves.png").stat().st_size > 0
     assert (summary / "figures" / "switch_aligned.png").stat().st_size > 0
+
+
+def test_cli_wrappers_make_any_env_non_stationary(tmp_path, capsys):
+    from memagent.training.cli import main
+
+    argv = [
+        "--algo",
+        "ppo",
+        "--env",
+        "CartPole-v1",
+        "-n",
+        "64",
+        "--n-envs",
+        "1",
+        "--hyperparams",
+        "n_steps:32",
+        "batch_size:32",
+        "n_epochs:1",
+        "--non-stationary",
+        "tasks:[{'gravity': 9.8}, {'gravity': 30.0}]",
+        "period:10",
+        "--feedback",
+        "--history",
+        "3",
+        "--eval-freq",
+        "-1",
+        "--eval-episodes",
+        "1",
+        "--switch-episodes",
+        "2",
+        "--no-figures",
+        "-v",
+        "0",
+        "-f",
+        str(tmp_path),
+    ]
+    assert main(argv) == 0
+    run_dir = tmp_path / "ppo" / "CartPole-v1_1"
+    args = yaml.safe_load((run_dir / "args.yml").read_text())
+    assert [w["name"] for w in args["wrappers"]] == ["nonstationary", "feedback"] and args["history"] == 3
+    assert (run_dir / "command.txt").read_text().startswith("python train.py --algo ppo --env CartPole-v1")
+    from stable_baselines3 import PPO
+
+    model = PPO.load(run_dir / "CartPole-v1.zip")
+    # CartPole's 4 features + one-hot previous action (2) + previous reward (1), over a window of 3 steps.
+    assert model.observation_space.shape == (3, 7)
+    sw = json.loads((run_dir / "switch_metrics.json").read_text())
+    assert sw["n_switches"] >= 1
