@@ -151,12 +151,24 @@ def test_interrupt_saves_checkpoint_and_resume_keeps_replay_buffer(tmp_path):
 
 
 def test_sigterm_saves_checkpoint_and_latest_resume(tmp_path):
-    cfg = tiny(tmp_path, "ppo", n=192)
+    cfg = tiny(tmp_path, "ppo", n=192, normalize=True)
     first = train(cfg, callbacks=[Interrupt(64, sigterm=True)])
     assert first.interrupted and (first.run_dir / "checkpoint" / "model.zip").is_file()
+    assert (first.run_dir / "checkpoint" / "vecnormalize.pkl").is_file()
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handler restored
     resumed = train(TrainConfig(algo="ppo", env=REG, resume="latest", log_folder=str(tmp_path), device="cpu"))
     assert resumed.run_dir == first.run_dir and resumed.num_timesteps == 192
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    stats = VecNormalize.load(str(resumed.run_dir / "vecnormalize.pkl"), resumed_env(first.run_dir))
+    assert stats.obs_rms.count > 192  # statistics carried over the interrupt (64 + 128 more updates)
+
+
+def resumed_env(run_dir):
+    import gymnasium as gym
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    return DummyVecEnv([lambda: gym.make(REG, **TINY_ENV)])
 
 
 def test_same_seed_same_result(tmp_path):
