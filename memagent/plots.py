@@ -57,7 +57,7 @@ def plot_learning_curves(
     ax = fig.add_subplot()
     for name, (x, y) in curves.items():
         point, lo, hi = _band(np.atleast_2d(y), stat, reps, seed)
-        ax.plot(x, point, label=name)
+        ax.plot(x, point, label=name, marker="o" if len(x) <= 30 else None, ms=3)
         ax.fill_between(x, lo, hi, alpha=0.25)
     ax.set_xlabel("environment steps")
     ax.set_ylabel(ylabel if len(next(iter(curves.values()))[1]) == 1 else f"{ylabel} ({stat.upper()})")
