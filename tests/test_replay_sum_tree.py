@@ -7,6 +7,10 @@ import pytest
 from scipy import stats
 
 from memagent.replay import SumTree
+from memagent.replay.sum_tree import _TOP_DEPTH
+
+# Three levels below the prefix-summed one: the incremental sweep and the descent both run.
+DEEP = 1 << (_TOP_DEPTH + 3)
 
 
 def _fresh_levels(tree: SumTree) -> np.ndarray:
@@ -61,8 +65,9 @@ def test_sampling_frequencies_match_priorities(capacity):
 
 def test_tree_equals_fresh_rebuild_after_random_updates_and_wraparound_fills():
     rng = np.random.default_rng(1)
-    capacity = 5000  # depth 13: three maintained levels below the prefix-summed level
+    capacity = DEEP - 123
     tree = SumTree(capacity)
+    assert tree._depth - tree._top_depth >= 2
     reference = np.zeros(capacity)
     pos = 0
     for _ in range(300):
@@ -142,7 +147,7 @@ def test_bad_inputs_raise_and_leave_the_tree_unchanged():
 def test_sampling_never_returns_zero_slots_even_at_rounding_edges():
     # Mostly-zero tree whose only mass sits at the far left: draws near `total` must not fall
     # into the zero subtrees on the right after rounding.
-    tree = SumTree(4096)
+    tree = SumTree(DEEP)
     tree.update(np.array([0, 1, 2]), np.array([1e-300, 1.0, 1e-17]))
     rng = np.random.default_rng(3)
     draws = np.concatenate([tree.sample(1024, rng) for _ in range(20)])
@@ -151,10 +156,11 @@ def test_sampling_never_returns_zero_slots_even_at_rounding_edges():
 
 
 def test_find_inverts_the_cumulative_sum_and_skips_zero_slots_at_the_edges():
-    tree = SumTree(4096)  # two levels below the prefix-summed one
-    priorities = np.zeros(4096)
+    tree = SumTree(DEEP)
+    assert tree._depth - tree._top_depth >= 2  # the descent below the prefix-summed level runs
+    priorities = np.zeros(DEEP)
     priorities[[5, 6, 2000, 4000]] = [1.0, 0.5, 2.0, 1e-17]
-    tree.update(np.arange(4096), priorities)
+    tree.update(np.arange(DEEP), priorities)
     total = tree.total
     found = tree.find(np.array([0.0, 0.999, 1.0, 1.49, 1.5, 3.49]))
     np.testing.assert_array_equal(found, [5, 5, 6, 6, 2000, 2000])
