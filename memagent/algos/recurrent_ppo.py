@@ -48,6 +48,12 @@ class RecurrentDncPPO(RecurrentPPO):
     sequences per environment per rollout and minibatches of 8 sequences: long enough to carry a cue across
     tens of steps, short enough that the DNC's Python loop over time stays cheap on a CPU.
 
+    Memory cost: the default DNC core's state (controller ``h, c`` 2x64, memory 16x16, link 16x16, usage,
+    precedence, read/write weights, read words) is 752 float32 = 3,008 bytes per environment (twice that
+    with a separate critic memory); the buffer
+    keeps ``n_steps / sequence_length = 4`` of them per environment and rollout (12,032 bytes/env) instead
+    of one per step (385,024 bytes/env). ``rollout_buffer.state_nbytes`` reports the figure for any config.
+
     :param policy: ``"DncPolicy"``, ``"MultiInputDncPolicy"``, ``"CnnDncPolicy"`` or a :class:`DncPolicy`
         subclass.
     :param env: environment or its id.
