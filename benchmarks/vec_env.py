@@ -1,8 +1,10 @@
 """Steps per second of the batched RegressionVecEnv against SB3's DummyVecEnv of the single environment.
 
 Both run in this one process, side by side: for every configuration the two are timed in alternating
-rounds over whole episodes (autoresets included) with the same pre-drawn actions, and the median round
-is reported. Prints a Markdown table and writes it to ``benchmarks/results/vec_env.md``.
+rounds over whole episodes (autoresets included) with the same pre-drawn actions. Time is this process's
+CPU time (``time.process_time``; everything is single-threaded), which other jobs on a shared machine
+disturb far less than wall-clock time. Steps/s are medians over rounds; the speed-up is the median of
+the per-round ratios. Prints a Markdown table and writes it to ``benchmarks/results/vec_env.md``.
 
     .venv/bin/python benchmarks/vec_env.py            # full run (a few minutes on 2 busy cores)
     .venv/bin/python benchmarks/vec_env.py --quick    # smoke run
@@ -32,17 +34,17 @@ RESULTS = Path(__file__).resolve().parent / "results" / "vec_env.md"
 
 
 def time_steps(venv: VecEnv, actions: np.ndarray, n_steps: int) -> float:
-    """Seconds for ``n_steps`` steps of ``venv`` (after a reset), cycling through ``actions``."""
+    """CPU seconds for ``n_steps`` steps of ``venv`` (after a reset), cycling through ``actions``."""
     venv.seed(0)
     venv.reset()
-    start = time.perf_counter()
+    start = time.process_time()
     for i in range(n_steps):
         venv.step(actions[i % len(actions)])
-    return time.perf_counter() - start
+    return time.process_time() - start
 
 
-def measure(env_id: str, n_envs: int, n_steps: int, rounds: int) -> tuple[float, float]:
-    """Median env-steps per second of (DummyVecEnv of gym.make(env_id), RegressionVecEnv)."""
+def measure(env_id: str, n_envs: int, n_steps: int, rounds: int) -> tuple[float, float, float]:
+    """Median env-steps per CPU second of (DummyVecEnv of gym.make, RegressionVecEnv) and median ratio."""
     spec = gym.spec(env_id)
     dummy = DummyVecEnv([lambda: gym.make(env_id) for _ in range(n_envs)])
     batched = RegressionVecEnv(n_envs, dict(spec.kwargs))
@@ -52,7 +54,8 @@ def measure(env_id: str, n_envs: int, n_steps: int, rounds: int) -> tuple[float,
     for _ in range(rounds):
         rates["dummy"].append(n_envs * n_steps / time_steps(dummy, actions, n_steps))
         rates["batched"].append(n_envs * n_steps / time_steps(batched, actions, n_steps))
-    return statistics.median(rates["dummy"]), statistics.median(rates["batched"])
+    ratios = [b / d for b, d in zip(rates["batched"], rates["dummy"])]
+    return statistics.median(rates["dummy"]), statistics.median(rates["batched"]), statistics.median(ratios)
 
 
 def main() -> None:
@@ -78,12 +81,13 @@ def main() -> None:
     ]
     for env_id, n_envs in configs:
         n_steps = episodes * gym.spec(env_id).kwargs.get("episode_length", 200)
-        dummy, batched = measure(env_id, n_envs, n_steps, rounds)
-        rows.append(f"| `{env_id}` | {n_envs} | {dummy:,.0f} | {batched:,.0f} | {batched / dummy:.1f}× |")
+        dummy, batched, ratio = measure(env_id, n_envs, n_steps, rounds)
+        rows.append(f"| `{env_id}` | {n_envs} | {dummy:,.0f} | {batched:,.0f} | {ratio:.1f}× |")
         print(rows[-1], flush=True)
     header = (
-        f"Env-steps per second (median of {rounds} alternating rounds of {episodes} episode(s), autoresets "
-        f"included; d = 64, 200 steps/episode). Python {platform.python_version()}, numpy {np.__version__}, "
+        f"Env-steps per CPU second (median of {rounds} alternating rounds of {episodes} episode(s), "
+        "autoresets included; d = 64, 200 steps/episode; speed-up = median per-round ratio). "
+        f"Python {platform.python_version()}, numpy {np.__version__}, "
         f"{os.cpu_count()} CPUs, OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}.\n"
         f"Command: `.venv/bin/python benchmarks/vec_env.py{' --quick' if args.quick else ''}`\n"
     )

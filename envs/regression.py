@@ -88,11 +88,6 @@ def episode_words(layout: RegressionLayout, schedule: SwitchSchedule) -> tuple[i
     return n_x, n_noise, uniforms_needed(schedule, length)
 
 
-def draw_words(layout: RegressionLayout, schedule: SwitchSchedule, rng: np.random.Generator) -> np.ndarray:
-    """All random bits of one episode in a single call to the generator, shape ``(W,)`` uint64."""
-    return rng.bit_generator.random_raw(sum(episode_words(layout, schedule)))
-
-
 def gaussians(words: np.ndarray, count: int) -> np.ndarray:
     """Standard normal float32 samples from random words by the Box–Muller transform, vectorised.
 
@@ -126,7 +121,8 @@ def build_episodes(
 ) -> EpisodePlans:
     """Episodes of ``B`` copies from their random words, all copies at once (inputs, noise, tasks, plans).
 
-    :param words: shape ``(B, W)`` uint64, row ``b`` drawn by copy ``b``'s generator (:func:`draw_words`).
+    :param words: shape ``(B, W)`` uint64, row ``b`` drawn by copy ``b``'s generator
+        (:meth:`NonStationaryRegression.draw_words`).
     :param pools: each copy's task pool.
     """
     n_x, n_noise, _ = episode_words(layout, schedule)
@@ -213,8 +209,7 @@ def score(layout: RegressionLayout, actions: np.ndarray, ys_t: np.ndarray) -> np
     err = np.maximum(actions, -bound, dtype=np.float32)  # clip(ŷ) as two ufunc calls: no Python wrapper
     np.minimum(err, bound, out=err)
     err -= ys_t
-    err *= err
-    rewards = np.add.reduce(err, axis=1)
+    rewards = np.einsum("bj,bj->b", err, err)  # row-wise sum of squares, the same per row for any B
     rewards *= np.float32(-layout.reward_scale / layout.dim)
     return rewards
 
@@ -411,6 +406,7 @@ class NonStationaryRegression(gym.Env):
         self._plan: EpisodePlans | None = None
         self._t = 0
         self._revealed = revealed_mask(self.layout)
+        self._n_words = sum(episode_words(self.layout, self.schedule))
 
     # ----------------------------------------------------------------------------------------- tasks
     @property
@@ -495,7 +491,7 @@ class NonStationaryRegression(gym.Env):
 
     def draw_words(self) -> np.ndarray:
         """Draw the next episode's random words from this env's generator (the batched VecEnv calls this)."""
-        return draw_words(self.layout, self.schedule, self.np_random)
+        return self.np_random.bit_generator.random_raw(self._n_words)
 
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None

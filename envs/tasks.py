@@ -85,7 +85,9 @@ def tanh_shift(k: float) -> TaskFn:
         raise ValueError(f"tanh_shift: k must be a finite number, got {k!r}")
 
     def fn(x: np.ndarray) -> np.ndarray:
-        return np.tanh(0.5 * x + np.asarray(k, dtype=x.dtype))
+        y = 0.5 * x
+        y += np.asarray(k, dtype=y.dtype)
+        return np.tanh(y, out=y)
 
     fn.__name__ = f"tanh_shift_{k:g}"
     return fn
