@@ -193,6 +193,7 @@ def test_main_job_trains_both_agents_and_summarizes(tmp_path, capsys):
     assert status == 0
     out = capsys.readouterr().out
     assert "| ppo_lstm |" in out and "| ppo |" in out and "after a task switch" in out and "Figures:" in out
+    assert "Reference" in out
     summary = tmp_path / "main" / "memagent-NonStationaryRegression-v0_1"
     assert (summary / "summary.md").is_file()
     assert (summary / "figures" / "learning_curves.png").stat().st_size > 0

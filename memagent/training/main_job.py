@@ -133,6 +133,13 @@ def run_main_job(
             f"Mean squared error over held-out episodes: {memory} {mem['mean_error']:.4f} vs "
             f"{baseline} {base['mean_error']:.4f}.\n"
         )
+    ref = reference_errors(n_envs=16)
+    if ref:
+        lines.append(
+            "Reference (scripted predictors that know the task functions): "
+            + ", ".join(f"{k} {v:.4f}" for k, v in ref.items())
+            + " mean squared error (blind: no task inference; memory: Bayes filter over tasks).\n"
+        )
     lines.append("Run folders: " + ", ".join(str(r.run_dir) for r in results.values()) + "\n")
     lines.append("Figures: " + ", ".join(str(p) for p in figures) + "\n")
     text = "\n".join(lines)
@@ -142,6 +149,18 @@ def run_main_job(
     say(text)
     say(f"Summary written to {out / 'summary.md'}")
     return 0
+
+
+def reference_errors(n_envs: int = 16) -> dict[str, float]:
+    """Mean squared error of the env package's scripted reference agents on the main task ({} if absent)."""
+    try:
+        from envs.reference import evaluate_agent
+    except ImportError:
+        return {}
+    return {
+        a: -evaluate_agent(a, MAIN_ENV, n_envs=n_envs, env_kwargs=dict(MAIN_ENV_KWARGS))
+        for a in ("blind", "memory")
+    }
 
 
 def _summary_dir(log_folder: str) -> Path:
