@@ -214,3 +214,31 @@ def test_reset_empties_priorities_and_tensors_follow_device():
     assert buffer.tree.total == 0.0 and buffer.num_added == 0
     with pytest.raises(ValueError, match="empty"):
         buffer.sample(2)
+
+
+def test_packed_storage_with_mixed_dtypes_matches_sb3_and_survives_pickling():
+    import pickle
+
+    obs_space = spaces.Box(0, 255, shape=(3, 4, 5), dtype=np.uint8)  # 60 bytes: forces alignment padding
+    act_space = spaces.Discrete(3)  # int64 actions
+    sb3 = ReplayBuffer(20, obs_space, act_space, device="cpu", n_envs=2)
+    ours = PrioritizedReplayBuffer(20, obs_space, act_space, device="cpu", n_envs=2)
+    assert np.shares_memory(ours.observations, ours._storage) and ours.actions.dtype == np.int64
+    rng = np.random.default_rng(5)
+    for _ in range(13):
+        obs = rng.integers(0, 256, (2, 3, 4, 5), dtype=np.uint8)
+        next_obs = rng.integers(0, 256, (2, 3, 4, 5), dtype=np.uint8)
+        action = rng.integers(0, 3, (2,))
+        reward, done = rng.standard_normal(2).astype(np.float32), rng.random(2) < 0.3
+        for buffer in (sb3, ours):
+            buffer.add(obs, next_obs, action, reward, done, [{}, {}])
+    rows = rng.integers(0, sb3.size(), 32)
+    envs, want = _sb3_batch(sb3, rows, seed=3)
+    got = ours._gather(rows * 2 + envs, np.ones((32, 1), np.float32), env=None)
+    for name in ("observations", "actions", "next_observations", "dones", "rewards"):
+        np.testing.assert_array_equal(getattr(got, name), getattr(want, name).numpy(), err_msg=name)
+    clone = pickle.loads(pickle.dumps(ours))
+    assert np.shares_memory(clone.rewards, clone._storage)  # views re-bound to the unpickled array
+    clone.rewards[:] = 7.0
+    np.testing.assert_array_equal(clone.sample(16).rewards.numpy(), 7.0)
+    assert not np.any(ours.rewards == 7.0)

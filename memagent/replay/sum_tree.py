@@ -199,14 +199,15 @@ class SumTree:
         nodes = self._nodes
         lo, hi = start + self._num_leaves, stop + self._num_leaves
         nodes[lo:hi] = value
-        levels = self._depth - self._top_depth
-        while levels and hi - lo > 1:
+        scalars = None
+        for _ in range(self._depth - self._top_depth):
             lo, hi = lo >> 1, ((hi - 1) >> 1) + 1
-            np.add(nodes[2 * lo : 2 * hi : 2], nodes[2 * lo + 1 : 2 * hi : 2], out=nodes[lo:hi])
-            levels -= 1
-        for _ in range(levels):  # a single ancestor per level: scalar arithmetic is cheaper
-            lo >>= 1
-            nodes[lo] = nodes[2 * lo] + nodes[2 * lo + 1]
+            if hi - lo > 4:
+                nodes[lo:hi] = nodes[2 * lo : 2 * hi : 2] + nodes[2 * lo + 1 : 2 * hi : 2]
+            else:  # a few ancestors: Python floats through a memoryview beat a numpy call
+                scalars = memoryview(nodes) if scalars is None else scalars
+                for k in range(lo, hi):
+                    scalars[k] = scalars[2 * k] + scalars[2 * k + 1]
 
     def _write_and_sweep(self, nodes_idx: np.ndarray, values: np.ndarray) -> None:
         """Write leaf nodes ``(n,)`` (unique) and recompute their ancestors level by level.
