@@ -49,12 +49,12 @@ def test_probability_of_improvement_hand_computed():
 def test_bootstrap_of_two_runs_has_exact_percentile_interval():
     # One task, runs {0, 1}: the bootstrap mean takes 0, 0.5, 1 with probabilities 1/4, 1/2, 1/4, so the
     # 2.5% and 97.5% quantiles are 0 and 1, and the replicate mean is 0.5.
-    est = stratified_bootstrap_ci(np.array([[0.0], [1.0]]), aggregate_mean, reps=4000, seed=1)
+    est = stratified_bootstrap_ci(np.array([[0.0], [1.0]]), aggregate_mean, reps=2000, seed=1)
     assert est.point == pytest.approx(0.5)
     assert (est.lower, est.upper) == (0.0, 1.0)
     # 50% interval: the 25% / 75% quantiles of {0, .5, .5, 1} -> 0.5, 0.5 up to sampling noise at the edges.
     est50 = stratified_bootstrap_ci(
-        np.array([[0.0], [1.0]]), aggregate_mean, reps=4000, confidence=0.4, seed=1
+        np.array([[0.0], [1.0]]), aggregate_mean, reps=2000, confidence=0.4, seed=1
     )
     assert est50.lower == est50.upper == 0.5
 
@@ -112,9 +112,9 @@ def test_matches_rliable_when_installed():
     _, ci = library.get_interval_estimates(
         {"x": x},
         lambda s: np.array([metrics.aggregate_iqm(s)]),
-        reps=4000,
+        reps=2000,
         random_state=np.random.RandomState(0),
     )
-    ours = stratified_bootstrap_ci(x, iqm, reps=4000, seed=0)
-    assert ours.lower == pytest.approx(ci["x"][0, 0], abs=0.05)
-    assert ours.upper == pytest.approx(ci["x"][1, 0], abs=0.05)
+    ours = stratified_bootstrap_ci(x, iqm, reps=2000, seed=0)
+    assert ours.lower == pytest.approx(ci["x"][0, 0], abs=0.08)
+    assert ours.upper == pytest.approx(ci["x"][1, 0], abs=0.08)
