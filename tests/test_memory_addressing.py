@@ -263,7 +263,8 @@ def test_fused_kernels_match_reference_values_and_gradcheck():
     prec, ww, wr = simplex(b, hw, n), simplex(b, hw, n), simplex(b, r, n)
     fused_out = F.temporal_link_and_directional_weightings(link, prec, ww, wr)
     ref_link = A.temporal_link(link, prec, ww)
-    for a, e in zip(fused_out, (ref_link, *A.directional_weightings(ref_link, wr))):
+    reference = (ref_link, *A.directional_weightings(ref_link, wr), A.precedence(prec, ww))
+    for a, e in zip(fused_out, reference, strict=True):
         torch.testing.assert_close(a, e)
     assert torch.autograd.gradcheck(F.temporal_link_and_directional_weightings, (link, prec, ww, wr))
 
@@ -282,3 +283,19 @@ def test_fused_kernels_match_reference_values_and_gradcheck():
         F.content_weighting(memory, keys, strengths), A.content_weighting(memory, keys, strengths)
     )
     assert torch.autograd.gradcheck(F.content_weighting, (memory, keys, strengths))
+
+
+def test_fused_lstm_cell_matches_torch_lstm_cell():
+    from memagent.memory.fused import lstm_cell
+
+    g = torch.Generator().manual_seed(6)
+    cell = torch.nn.LSTMCell(3, 4).double()
+    x = torch.randn(2, 3, generator=g, dtype=torch.float64)
+    h0 = torch.randn(2, 4, generator=g, dtype=torch.float64)
+    c0 = torch.randn(2, 4, generator=g, dtype=torch.float64)
+    gates = x @ cell.weight_ih.T + cell.bias_ih + h0 @ cell.weight_hh.T + cell.bias_hh
+    h_ref, c_ref = cell(x, (h0, c0))
+    h, c = lstm_cell(gates, c0)
+    torch.testing.assert_close(h, h_ref)
+    torch.testing.assert_close(c, c_ref)
+    assert torch.autograd.gradcheck(lstm_cell, (gates.detach().requires_grad_(), c0.requires_grad_()))

@@ -236,13 +236,13 @@ class MemoryAccess(nn.Module):
         # Temporal links from the previous precedence, then the new precedence.
         if c.temporal_links:
             if self.fused:
-                link, forward_w, backward_w = fused.temporal_link_and_directional_weightings(
+                link, forward_w, backward_w, prec = fused.temporal_link_and_directional_weightings(
                     state.link, state.precedence, write_weights, state.read_weights
                 )
             else:
                 link = addressing.temporal_link(state.link, state.precedence, write_weights)
                 forward_w, backward_w = addressing.directional_weightings(link, state.read_weights)
-            prec = addressing.precedence(state.precedence, write_weights)
+                prec = addressing.precedence(state.precedence, write_weights)
         else:
             link, prec = state.link, state.precedence
             forward_w = backward_w = None

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from memagent.memory import fused
 from memagent.memory.access import InterfaceLayer, MemoryAccess, MemoryState
 from memagent.memory.config import MemoryConfig
 
@@ -77,6 +78,7 @@ class DNC(nn.Module):
         if checkpoint_steps is not None:
             _check_positive_int("checkpoint_steps", checkpoint_steps)
         self.checkpoint_steps = checkpoint_steps
+        self.fused = fused
         memory = MemoryConfig() if memory is None else memory
         if not isinstance(memory, MemoryConfig):
             raise TypeError(f"DNC: memory must be a MemoryConfig, got {type(memory).__name__}")
@@ -201,9 +203,14 @@ class DNC(nn.Module):
                 h, c, mem = reset.controller_hidden, reset.controller_cell, MemoryState(*reset[2:])
             prev_reads = mem.read_vectors.reshape(batch, self.read_size)
             gates = gx + torch.nn.functional.linear(torch.cat([prev_reads, h], dim=1), weight_rec)
-            sig = torch.sigmoid(gates)  # LSTMCell gate order: input, forget, cell, output
-            c = sig[:, hsize : 2 * hsize] * c + sig[:, :hsize] * torch.tanh(gates[:, 2 * hsize : 3 * hsize])
-            h = sig[:, 3 * hsize :] * torch.tanh(c)
+            if self.fused:
+                h, c = fused.lstm_cell(gates, c)
+            else:
+                sig = torch.sigmoid(gates)  # LSTMCell gate order: input, forget, cell, output
+                c = sig[:, hsize : 2 * hsize] * c + sig[:, :hsize] * torch.tanh(
+                    gates[:, 2 * hsize : 3 * hsize]
+                )
+                h = sig[:, 3 * hsize :] * torch.tanh(c)
             reads, mem = self.access(self.interface(h), mem)
             hiddens.append(h)
             reads_all.append(reads.reshape(batch, self.read_size))
