@@ -116,8 +116,9 @@ def build_parser() -> OneLineParser:
         nargs="+",
         action="append",
         default=[],
-        metavar="NAME [KEY:VALUE]",
-        help="add an env wrapper: nonstationary, feedback, history, time_limit, flatten_observation",
+        metavar="NAME_KV",
+        help="NAME [KEY:VALUE ...]: add an env wrapper (repeatable): nonstationary, feedback, history, "
+        "time_limit, flatten_observation",
     )
     p.add_argument(
         "--non-stationary",
@@ -131,7 +132,7 @@ def build_parser() -> OneLineParser:
         nargs="*",
         default=None,
         metavar="KEY:VALUE",
-        help="append the previous target/reward to the observation (FeedbackWrapper kwargs)",
+        help="append the previous action and reward to the observation (FeedbackWrapper kwargs)",
     )
     p.add_argument("--vec-env", choices=("dummy", "subproc", "batched"), default="dummy", help="VecEnv type")
     p.add_argument("--normalize", action=argparse.BooleanOptionalAction, default=None, help="VecNormalize")
