@@ -242,3 +242,21 @@ def test_packed_storage_with_mixed_dtypes_matches_sb3_and_survives_pickling():
     clone.rewards[:] = 7.0
     np.testing.assert_array_equal(clone.sample(16).rewards.numpy(), 7.0)
     assert not np.any(ours.rewards == 7.0)
+
+
+def test_drop_in_for_plain_sb3_algorithms():
+    from stable_baselines3 import DQN
+
+    model = DQN(
+        "MlpPolicy",
+        "CartPole-v1",
+        policy_kwargs={"net_arch": [16]},
+        learning_starts=50,
+        buffer_size=500,
+        replay_buffer_class=PrioritizedReplayBuffer,
+        replay_buffer_kwargs=dict(alpha=0.6, beta=0.4, seed=0),
+        seed=0,
+    )
+    model.learn(120)
+    assert isinstance(model.replay_buffer, PrioritizedReplayBuffer)
+    assert model.replay_buffer.size() == 120 and model._n_updates > 0
