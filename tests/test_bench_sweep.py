@@ -192,3 +192,44 @@ def test_shipped_suites_parse_and_name_known_algos():
         suite = load_suite(root / f"{name}.yml")
         assert all(a["algo"] in ALGOS for a in suite.algos)
         assert suite.baseline == "ppo" and len(suite.seeds) >= (5 if name == "full" else 3)
+
+
+def test_train_py_bench_subcommand_reports_finished_runs(tmp_path, suite_file, capsys):
+    from memagent.training.cli import main
+
+    out = tmp_path / "out"
+    write_result(
+        out / "results",
+        {
+            "run_id": "ppo__reg__s0",
+            "status": "done",
+            "algo": "ppo",
+            "env": "reg",
+            "seed": 0,
+            "final_return": -3.0,
+            "eval_timesteps": [32, 64],
+            "eval_returns": [-5.0, -3.0],
+            "steps_per_second": 100.0,
+        },
+    )
+    write_result(
+        out / "results",
+        {
+            "run_id": "ppo_fs2__reg__s0",
+            "status": "done",
+            "algo": "ppo_fs2",
+            "env": "reg",
+            "seed": 0,
+            "final_return": -2.0,
+            "eval_timesteps": [32, 64],
+            "eval_returns": [-4.0, -2.0],
+            "steps_per_second": 90.0,
+        },
+    )
+    report = tmp_path / "published" / "tiny.md"
+    argv = ["bench", str(suite_file), "-o", str(out), "--report-only", "--report", str(report)]
+    assert main(argv) == 0
+    text = report.read_text()
+    assert "python train.py bench" in text and "| reg | ppo_fs2 | 1 | -2 [-2, -2]" in text
+    assert "1 [1, 1]" in text  # P(ppo_fs2 > ppo) = 1 with one seed each
+    assert main(["bench", str(tmp_path / "missing.yml")]) == 2
