@@ -160,12 +160,15 @@ class DNC(nn.Module):
         in_size = self.input_size
         # The input's share of the LSTM gates for all steps at once; per step only [r_{t-1}, h_{t-1}].
         gates_x = torch.nn.functional.linear(x, cell.weight_ih[:, :in_size], cell.bias_ih + cell.bias_hh)
-        weight_rec = torch.cat([cell.weight_ih[:, in_size:], cell.weight_hh], dim=1)
+        weight_reads = cell.weight_ih[:, in_size:].t()  # (R W, 4H), a view: no copy per call
+        weight_hidden = cell.weight_hh.t()
 
         chunk = self.checkpoint_steps
         fields = tuple(state)
         if chunk is None or not torch.is_grad_enabled() or steps <= chunk:
-            hiddens, reads, *fields = self._run_steps(gates_x, episode_starts, weight_rec, *fields)
+            hiddens, reads, *fields = self._run_steps(
+                gates_x, episode_starts, weight_reads, weight_hidden, *fields
+            )
         else:
             hidden_chunks, read_chunks = [], []
             for t0 in range(0, steps, chunk):
@@ -174,7 +177,8 @@ class DNC(nn.Module):
                     self._run_steps,
                     gates_x[:, t0 : t0 + chunk],
                     starts,
-                    weight_rec,
+                    weight_reads,
+                    weight_hidden,
                     *fields,
                     use_reentrant=False,
                 )
@@ -185,7 +189,12 @@ class DNC(nn.Module):
         return y, DNCState(*fields)
 
     def _run_steps(
-        self, gates_x: Tensor, episode_starts: Tensor | None, weight_rec: Tensor, *fields: Tensor
+        self,
+        gates_x: Tensor,
+        episode_starts: Tensor | None,
+        weight_reads: Tensor,
+        weight_hidden: Tensor,
+        *fields: Tensor,
     ) -> tuple[Tensor, ...]:
         """The recurrence over ``gates_x`` (B, k, 4H): returns ``(h (B, k, H), reads (B, k, R W),
         *final state fields)``."""
@@ -202,7 +211,7 @@ class DNC(nn.Module):
                 reset = self.reset_state(DNCState(h, c, *mem), episode_starts[:, t])
                 h, c, mem = reset.controller_hidden, reset.controller_cell, MemoryState(*reset[2:])
             prev_reads = mem.read_vectors.reshape(batch, self.read_size)
-            gates = gx + torch.nn.functional.linear(torch.cat([prev_reads, h], dim=1), weight_rec)
+            gates = torch.addmm(torch.addmm(gx, prev_reads, weight_reads), h, weight_hidden)
             if self.fused:
                 h, c = fused.lstm_cell(gates, c)
             else:
