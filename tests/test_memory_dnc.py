@@ -31,6 +31,10 @@ def test_shapes_state_fields_and_zero_state():
     assert all(float(f.abs().sum()) == 0.0 for f in s0)
     y2, _ = model(rand(5, 7, 3), model.initial_state(5))
     torch.testing.assert_close(y, y2, rtol=0, atol=0)  # zero state is deterministic and the default
+    with torch.no_grad():  # the no-grad fast path computes the same
+        y3, state3 = model(rand(5, 7, 3))
+    torch.testing.assert_close(y3, y.detach(), rtol=0, atol=1e-6)
+    torch.testing.assert_close(state3.link, state.link.detach(), rtol=0, atol=1e-6)
 
 
 @pytest.mark.parametrize(

@@ -18,6 +18,24 @@ from torch import Tensor
 __all__ = ["temporal_link_and_directional_weightings", "erase_and_write", "content_weighting", "lstm_cell"]
 
 
+class _NoGradContext:
+    """Stands in for autograd's ``ctx`` when no gradient is needed (skips ``Function.apply``)."""
+
+    def save_for_backward(self, *tensors: Tensor) -> None:
+        pass
+
+
+_NO_GRAD_CONTEXT = _NoGradContext()
+
+
+def _apply(function: type[torch.autograd.Function], *args):
+    """``function.apply(*args)``, or its forward alone when no input needs a gradient (rollouts,
+    evaluation): that skips the autograd bookkeeping, which dominates at small sizes."""
+    if torch.is_grad_enabled() and any(isinstance(a, Tensor) and a.requires_grad for a in args):
+        return function.apply(*args)
+    return function.forward(_NO_GRAD_CONTEXT, *args)
+
+
 def _link_scale(w: Tensor) -> Tensor:
     """``1 - w[i] - w[j]`` of shape (M, N, N) for write weights ``w`` of shape (M, N)."""
     return (1.0 - w).unsqueeze(-1) - w.unsqueeze(-2)
@@ -97,8 +115,12 @@ def temporal_link_and_directional_weightings(
     :param prev_read_weights: ``w_{t-1}^r`` (B, R, N).
     :return: ``(L_t (B, Hw, N, N), f_t (B, R, Hw, N), b_t (B, R, Hw, N), p_t (B, Hw, N))``.
     """
-    return _LinkAndDirections.apply(
-        prev_link.contiguous(), prev_precedence.contiguous(), write_weights.contiguous(), prev_read_weights
+    return _apply(
+        _LinkAndDirections,
+        prev_link.contiguous(),
+        prev_precedence.contiguous(),
+        write_weights.contiguous(),
+        prev_read_weights,
     )
 
 
@@ -143,7 +165,7 @@ def erase_and_write(
         from memagent.memory.addressing import erase_and_write as reference
 
         return reference(memory, write_weights, erase_vectors, write_vectors)
-    return _EraseAndWrite.apply(memory, write_weights, erase_vectors, write_vectors)
+    return _apply(_EraseAndWrite, memory, write_weights, erase_vectors, write_vectors)
 
 
 class _CosineSimilarity(torch.autograd.Function):
@@ -181,7 +203,7 @@ def content_weighting(memory: Tensor, keys: Tensor, strengths: Tensor, epsilon: 
     :param strengths: ``beta`` (B, H).
     :return: weightings (B, H, N).
     """
-    similarity = _CosineSimilarity.apply(memory, keys, epsilon)
+    similarity = _apply(_CosineSimilarity, memory, keys, epsilon)
     return torch.softmax(similarity * strengths.unsqueeze(-1), dim=-1)
 
 
@@ -229,4 +251,4 @@ def lstm_cell(gates: Tensor, prev_cell: Tensor) -> tuple[Tensor, Tensor]:
     :param prev_cell: ``c_{t-1}`` (B, H).
     :return: ``(h_t (B, H), c_t (B, H))``.
     """
-    return _LSTMCell.apply(gates, prev_cell)
+    return _apply(_LSTMCell, gates, prev_cell)
