@@ -172,3 +172,15 @@ def test_find_inverts_the_cumulative_sum_and_skips_zero_slots_at_the_edges():
     assert set(tree.find(edges)) <= {2000, 4000}
     with pytest.raises(ValueError, match="NaN"):
         tree.find(np.array([np.nan]))
+
+
+def test_min_rescans_stay_rare_when_a_ring_overwrites_tied_minima():
+    # Transitions never sampled keep the priority they were added with: many equal minima that a
+    # ring buffer overwrites in slot order. The exact minimum must not cost a rescan per write.
+    tree = SumTree(4096)
+    tree.fill(0, 4096, 1.0)
+    for start in range(0, 4096, 8):
+        tree.fill(start, start + 8, 2.0)
+        expected = 1.0 if start + 8 < 4096 else 2.0
+        assert tree.min_positive == expected
+    assert tree._min_rescans <= 2

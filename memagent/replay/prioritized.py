@@ -18,8 +18,11 @@ The paper's quantities, for transition ``i`` of the ``N`` stored ones:
 - importance weight ``w_i = (N * P(i))^(-beta) / max_j w_j`` (Section 3.4), where the max runs
   over the whole buffer (``weight_normalization="buffer"``, the default, as in the OpenAI
   baselines and cpprb): ``max_j w_j = (N * P_min)^(-beta)``, so ``w_i = (p_i^alpha / p_min^alpha)^(-beta)``
-  exactly, with ``p_min`` the smallest stored priority. ``weight_normalization="batch"`` divides
-  by the largest weight of the sampled batch instead.
+  exactly, with ``p_min`` the smallest stored priority: no ``N`` and no tree sum enter the weights.
+  ``p_min`` is tracked exactly by the sum-tree (``SumTree.min_positive``: O(1) per write, one O(N)
+  rescan only after the slot holding the minimum got a larger value: overwritten by ``add`` or,
+  rarely, sampled and re-prioritized) instead of a second, min-tree that would double every update.
+  ``weight_normalization="batch"`` divides by the largest weight of the sampled batch instead.
 - ``beta`` is annealed linearly from ``beta`` to ``beta_final`` (1 by default) as training progresses.
 
 Storage keeps SB3's attributes (``observations``, ``next_observations``, ``actions``, ``rewards``,

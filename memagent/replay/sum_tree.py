@@ -97,6 +97,7 @@ class SumTree:
         self._min_value = math.inf
         self._min_slot = -1
         self._min_valid = True
+        self._min_rescans = 0  # number of O(N) rescans (for tests and diagnostics)
 
     # ------------------------------------------------------------------ properties
     @property
@@ -124,8 +125,11 @@ class SumTree:
         if not self._min_valid:
             leaves = self._nodes[self._num_leaves : self._num_leaves + self._capacity]
             masked = np.where(leaves > 0.0, leaves, math.inf)
-            slot = int(np.argmin(masked))
+            # Of tied minima keep the last slot: a ring buffer overwrites slots in increasing order,
+            # so the minimum is not invalidated again at the very next write.
+            slot = self._capacity - 1 - int(np.argmin(masked[::-1]))
             self._min_value, self._min_slot, self._min_valid = float(masked[slot]), slot, True
+            self._min_rescans += 1
         return self._min_value
 
     def __len__(self) -> int:
