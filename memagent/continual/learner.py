@@ -111,7 +111,7 @@ class ContinualConfig:
     seq_len: int = 5
     batch_sequences: int = 5
     replay_sequences: int = 20
-    replay_weight: float = 1.0
+    replay_weight: float = 2.0
     replay_capacity: int = 2000
     alpha: float = 0.6
     beta: float = 0.6
