@@ -206,7 +206,7 @@ def test_clear_errors_for_bad_spaces_and_kwargs() -> None:
     with pytest.raises(ValueError, match="critic_memory"):
         make_policy(critic_memory="both")
     with pytest.raises(ValueError, match="share_features_extractor"):
-        make_policy(share_features_extractor=False)
+        make_policy(share_features_extractor=False, critic_memory="shared")
     with pytest.raises(TypeError, match="observation_space.*allowed: Box"):
         make_policy(obs_space=spaces.Tuple((spaces.Discrete(2), spaces.Discrete(2))))
     with pytest.raises(TypeError, match="MultiInputDncPolicy"):

@@ -70,10 +70,11 @@ class DncPolicy(ActorCriticPolicy):
     :param core_class: class or factory called as ``core_class(input_size=features_dim, **core_kwargs)``
         that returns a core (default: a DNC; :class:`~memagent.policies.cores.LSTMCore` to compare).
     :param core_kwargs: keyword arguments of ``core_class``.
-    :param critic_memory: ``"shared"`` (default): the critic reads the actor core's output and both losses
-        train that one memory -- half the cost of two DNCs, and the value loss also teaches the memory what
-        to keep; ``"separate"``: the critic has its own core (sb3-contrib's default for LSTMs);
-        ``"none"``: the critic is feed-forward (a linear map of the features to the core's output size).
+    :param critic_memory: ``"separate"`` (default, as sb3-contrib's LSTM policies): the critic has its own
+        core; ``"shared"``: the critic reads the actor core's output, detached (as sb3-contrib's
+        ``shared_lstm``: only the policy loss trains the memory; half the cost of two cores -- letting the
+        value loss into a shared memory made PPO fail to learn CartPole in our runs); ``"none"``: the
+        critic is feed-forward (a linear map of the features to the core's output size).
     :param other: as in :class:`stable_baselines3.common.policies.ActorCriticPolicy`.
     """
 
@@ -98,7 +99,7 @@ class DncPolicy(ActorCriticPolicy):
         optimizer_kwargs: dict[str, Any] | None = None,
         core_class: Callable[..., nn.Module] = build_dnc_core,
         core_kwargs: dict[str, Any] | None = None,
-        critic_memory: str = "shared",
+        critic_memory: str = "separate",
         **unsupported: Any,
     ) -> None:
         if unsupported:
@@ -225,8 +226,8 @@ class DncPolicy(ActorCriticPolicy):
         vf_state = None
         if self.core_critic is not None:
             latent_vf, vf_state = self._run_core(self.core_critic, vf_features, states.vf, episode_starts)
-        elif self.critic is None:  # shared memory
-            latent_vf = latent_pi
+        elif self.critic is None:  # shared memory, trained by the policy loss only
+            latent_vf = latent_pi.detach()
         else:
             latent_vf = self.critic(vf_features)
         latent_pi = self.mlp_extractor.forward_actor(latent_pi)
@@ -279,6 +280,7 @@ class DncPolicy(ActorCriticPolicy):
             latent_vf, _ = self._run_core(self.core_critic, features, states.vf, episode_starts)
         elif self.critic is None:
             latent_vf, _ = self._run_core(self.core_actor, features, states.pi, episode_starts)
+            latent_vf = latent_vf.detach()
         else:
             latent_vf = self.critic(features)
         return self.value_net(self.mlp_extractor.forward_critic(latent_vf))
