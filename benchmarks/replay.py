@@ -11,7 +11,8 @@ buffers are filled to capacity and given random priorities before timing. Operat
 memagent is timed twice: ``numpy`` is ``PrioritizedReplayBuffer.sample_arrays`` (numpy arrays out,
 as cpprb and the tutorial return: the apples-to-apples comparison the target refers to) and ``SB3`` is
 ``sample`` returning torch tensors (what the SB3 algorithms call). The implementations are timed in
-interleaved rounds in one process; each cell is the best round (least disturbed by other load).
+interleaved rounds in one process: each rate is the best round (least disturbed by other load), the
+ratio to cpprb the median over rounds of the paired ratio (both timed back to back in a round).
 
 Run:  .venv/bin/python benchmarks/replay.py [--quick]      (needs ``pip install cpprb``)
 """
@@ -36,6 +37,7 @@ from memagent.replay import PrioritizedReplayBuffer  # noqa: E402
 
 N_ENVS, DIM, BATCH, ALPHA, BETA = 8, 64, 256, 0.6, 0.4
 RESULTS = Path(__file__).parent / "results" / "replay.md"
+OPS = ("add", "sample", "update", "step")
 
 
 class TutorialReplay:
@@ -199,7 +201,10 @@ def _time(fn: Callable[[], object], iterations: int) -> float:
     return elapsed / iterations
 
 
-def run(capacity: int, rounds: int, iterations: int, tutorial_iterations: int) -> dict[str, dict[str, float]]:
+def run(
+    capacity: int, rounds: int, iterations: int, tutorial_iterations: int
+) -> dict[str, dict[str, list[float]]]:
+    """Seconds per call of every operation of every implementation, one entry per round."""
     rng = np.random.default_rng(0)
     td_fill = rng.exponential(1.0, capacity)
     buffers = {
@@ -209,31 +214,34 @@ def run(capacity: int, rounds: int, iterations: int, tutorial_iterations: int) -
     }
     buffers["memagent (SB3 tensors)"] = buffers["memagent (numpy)"]
     ops = {kind: _operations(kind, buf, np.random.default_rng(1)) for kind, buf in buffers.items()}
-    best: dict[str, dict[str, float]] = {kind: {} for kind in ops}
+    times: dict[str, dict[str, list[float]]] = {kind: {op: [] for op in OPS} for kind in ops}
     for _ in range(rounds):
-        for op in ("add", "sample", "update", "step"):
+        for op in OPS:
             for kind, fns in ops.items():
                 n = tutorial_iterations if kind == "tutorial" and op in ("sample", "step") else iterations
                 fns[op]()  # warm-up
-                seconds = _time(fns[op], n)
-                best[kind][op] = min(best[kind].get(op, np.inf), seconds)
+                times[kind][op].append(_time(fns[op], n))
     del buffers, ops
     gc.collect()
-    return best
+    return times
 
 
-def _table(results: dict[int, dict[str, dict[str, float]]]) -> str:
+def _table(results: dict[int, dict[str, dict[str, list[float]]]]) -> str:
+    """Rates from the best round; the ratio is the median over rounds of the paired step-time ratio
+    (cpprb and the others are timed back to back in each round, so both see the same load)."""
     lines = [
         "| capacity | implementation | add (transitions/s) | sample 256 (batches/s) "
         "| update 256 (updates/s) | training step (steps/s) | step vs cpprb |",
         "|---:|---|---:|---:|---:|---:|---:|",
     ]
     for capacity, per_kind in results.items():
-        reference = per_kind["cpprb"]["step"]
+        reference = np.asarray(per_kind["cpprb"]["step"])
         for kind, t in per_kind.items():
+            best = {op: min(t[op]) for op in OPS}
+            ratio = float(np.median(reference / np.asarray(t["step"])))
             lines.append(
-                f"| {capacity:,} | {kind} | {N_ENVS / t['add']:,.0f} | {1 / t['sample']:,.0f} "
-                f"| {1 / t['update']:,.0f} | {1 / t['step']:,.0f} | {reference / t['step']:.2f}x |"
+                f"| {capacity:,} | {kind} | {N_ENVS / best['add']:,.0f} | {1 / best['sample']:,.0f} "
+                f"| {1 / best['update']:,.0f} | {1 / best['step']:,.0f} | {ratio:.2f}x |"
             )
     return "\n".join(lines)
 
@@ -252,8 +260,9 @@ def main() -> None:
 
     header = (
         f"Prioritized replay, obs/action float32[{DIM}], {N_ENVS} envs, batch {BATCH}, alpha {ALPHA}, "
-        f"beta {BETA}; best of {rounds} interleaved rounds of {iterations} calls "
-        f"({tutorial_iterations} for the tutorial's sample and step).\n"
+        f"beta {BETA}; {rounds} interleaved rounds of {iterations} calls "
+        f"({tutorial_iterations} for the tutorial's sample and step): rates from the best round, "
+        f"'step vs cpprb' = median over rounds of the paired step-time ratio.\n"
         f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
         f"numpy {np.__version__}, cpprb {_version('cpprb')}; "
         f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}.\n"

@@ -323,13 +323,13 @@ class PrioritizedReplayBuffer(ReplayBuffer):
         largest = float(priority[priority.argmax()])  # NaN if any is NaN (argmax: fast path)
         if not math.isfinite(largest):
             raise ValueError(f"td_errors must be finite, got {td[~np.isfinite(td)][0]!r}")
-        self.max_priority = max(self.max_priority, largest)
         scaled = priority if self.alpha == 1.0 else priority**self.alpha
         if self.optimize_memory_usage and self.full:
             # Never revive the invalid row (it would be sampled with a stale next observation).
             scaled[idx // self.n_envs == self.pos] = 0.0
         # Validated here (finite, >= 0, in range): skip the tree's own checks on this hot path.
         self.tree._update_validated(idx.astype(np.int64, copy=False), scaled)
+        self.max_priority = max(self.max_priority, largest)  # after the tree accepted the update
 
     # ------------------------------------------------------------------ sampling
     def sample(self, batch_size: int, env: VecNormalize | None = None) -> PrioritizedReplayBufferSamples:  # type: ignore[override]

@@ -15,10 +15,10 @@ Layout. The leaves are padded to ``2^depth >= capacity`` and stored, like a bina
 float64 array ``nodes`` of size ``2^(depth+1)``: node ``k`` has children ``2k`` and ``2k+1``, level
 ``d`` holds nodes ``[2^d, 2^(d+1))`` and leaf ``i`` is node ``2^depth + i``. Only the bottom
 levels ``top_depth .. depth`` are maintained. The ``2^top_depth`` nodes of level ``top_depth``
-(at most 1024) are the roots of a forest of complete binary trees; sampling starts with one
+(at most 4096) are the roots of a forest of complete binary trees; sampling starts with one
 ``cumsum`` + ``searchsorted`` over them instead of walking the ``top_depth`` levels above, which
-replaces 10 levels of numpy calls per update and per sample by one cumsum over <= 1024 values
-(numpy's cumsum costs ~3 ns a value: deeper prefix levels cost more than the levels they save).
+replaces 12 levels of numpy calls per update and per sample by one cumsum over <= 4096 values
+(numpy's cumsum costs a few ns a value: a larger prefix level costs more than the levels it saves).
 
 Exactness. Every maintained node is recomputed from its two children as ``left + right`` (never by
 adding a delta), so after any sequence of updates the tree is bit-for-bit the tree a fresh
@@ -34,7 +34,7 @@ import numpy as np
 __all__ = ["SumTree"]
 
 # The level whose nodes are prefix-summed at sampling time holds at most 2^_TOP_DEPTH nodes.
-_TOP_DEPTH = 10
+_TOP_DEPTH = 12
 
 
 def _as_index_array(
@@ -306,8 +306,10 @@ class SumTree:
         """Locate every ``u`` (modified in place): prefix search over the top level, then the descent."""
         nodes = self._nodes
         lo = prefix.size - 1
-        root = np.searchsorted(prefix, u, side="right") - 1
-        np.minimum(root, lo - 1, out=root)  # u == total
+        total = prefix[-1]
+        prefix[-1] = math.inf  # sentinel: u == total falls into the last node, not past it
+        root = np.searchsorted(prefix[1:], u, side="right")  # prefix[root] <= u < prefix[root + 1]
+        prefix[-1] = total
         u -= prefix[root]
         root += lo
         leaf = self._descend(root, u.copy())
