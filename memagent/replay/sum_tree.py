@@ -237,17 +237,17 @@ class SumTree:
         """Keep the exact minimum positive leaf when ``slots`` (unique) are set to ``values``."""
         if not self._min_valid:
             return
-        j = int(np.argmin(values))
+        j = int(values.argmin())  # methods skip numpy's Python dispatch wrappers
         smallest = float(values[j])
         if smallest <= 0.0:  # zeros do not count: look for the smallest positive value
             positive = np.where(values > 0.0, values, math.inf)
-            j = int(np.argmin(positive))
+            j = int(positive.argmin())
             smallest = float(positive[j])
         if smallest <= self._min_value:
             # Every other leaf is >= the old minimum >= this value.
             self._min_value, self._min_slot = smallest, int(slots[j])
         elif self._min_slot >= 0:
-            k = int(np.searchsorted(slots, self._min_slot)) if slots.size > 1 else 0
+            k = int(slots.searchsorted(self._min_slot)) if slots.size > 1 else 0
             if k < slots.size and slots[k] == self._min_slot:
                 self._min_valid = False  # the minimum was raised: recompute on demand
 
@@ -257,7 +257,7 @@ class SumTree:
         lo = 1 << self._top_depth
         prefix = np.empty(lo + 1)
         prefix[0] = 0.0
-        np.cumsum(self._nodes[lo : 2 * lo], out=prefix[1:])
+        self._nodes[lo : 2 * lo].cumsum(out=prefix[1:])
         return prefix
 
     def sample(
@@ -308,7 +308,7 @@ class SumTree:
         lo = prefix.size - 1
         total = prefix[-1]
         prefix[-1] = math.inf  # sentinel: u == total falls into the last node, not past it
-        root = np.searchsorted(prefix[1:], u, side="right")  # prefix[root] <= u < prefix[root + 1]
+        root = prefix[1:].searchsorted(u, side="right")  # prefix[root] <= u < prefix[root + 1]
         prefix[-1] = total
         u -= prefix[root]
         root += lo
