@@ -8,7 +8,7 @@ the importance weights ``w_i`` of :class:`~memagent.replay.PrioritizedReplayBuff
 and after each gradient step the sampled transitions get the new priorities ``|delta_i| + eps``.
 Everything else (targets, n-step discounts, optimisers, target updates, logging) is the parent's
 code, so with ``alpha = 0`` (uniform sampling) and ``beta = 0`` (all ``w_i = 1``) the update is the
-parent's, bit for bit on the same batch (tested).
+parent's: the same losses and gradients on the same batch (tested for all three).
 
 ``beta`` is annealed to ``beta_final`` (1 by default) with SB3's training progress unless the
 buffer was given its own ``total_timesteps``. The buffer is the default ``replay_buffer_class``;
