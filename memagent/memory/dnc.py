@@ -202,7 +202,6 @@ class DNC(nn.Module):
         reset_steps: set[int] = set()
         if episode_starts is not None:
             reset_steps = {int(t) for t in torch.nonzero(episode_starts.any(0)).flatten().tolist()}
-        hsize = self.hidden_size
         h, c = fields[0], fields[1]
         mem = MemoryState(*fields[2:])
         hiddens, reads_all = [], []
@@ -210,20 +209,33 @@ class DNC(nn.Module):
             if t in reset_steps:
                 reset = self.reset_state(DNCState(h, c, *mem), episode_starts[:, t])
                 h, c, mem = reset.controller_hidden, reset.controller_cell, MemoryState(*reset[2:])
-            prev_reads = mem.read_vectors.reshape(batch, self.read_size)
-            gates = torch.addmm(torch.addmm(gx, prev_reads, weight_reads), h, weight_hidden)
-            if self.fused:
-                h, c = fused.lstm_cell(gates, c)
-            else:
-                sig = torch.sigmoid(gates)  # LSTMCell gate order: input, forget, cell, output
-                c = sig[:, hsize : 2 * hsize] * c + sig[:, :hsize] * torch.tanh(
-                    gates[:, 2 * hsize : 3 * hsize]
-                )
-                h = sig[:, 3 * hsize :] * torch.tanh(c)
-            reads, mem = self.access(self.interface(h), mem)
+            h, c, reads, mem = self._step(gx, weight_reads, weight_hidden, h, c, mem)
             hiddens.append(h)
-            reads_all.append(reads.reshape(batch, self.read_size))
+            reads_all.append(reads)
         return (torch.stack(hiddens, dim=1), torch.stack(reads_all, dim=1), h, c, *mem)
+
+    def _step(
+        self,
+        gates_x: Tensor,
+        weight_reads: Tensor,
+        weight_hidden: Tensor,
+        h: Tensor,
+        c: Tensor,
+        mem: MemoryState,
+    ) -> tuple[Tensor, Tensor, Tensor, MemoryState]:
+        """One step: controller on ``[x_t, r_{t-1}]`` (``gates_x`` is the input's share of the gates,
+        (B, 4H)), interface, memory write then read. Returns ``(h_t, c_t, r_t (B, R W), memory state)``."""
+        batch, hsize = h.shape
+        prev_reads = mem.read_vectors.reshape(batch, self.read_size)
+        gates = torch.addmm(torch.addmm(gates_x, prev_reads, weight_reads), h, weight_hidden)
+        if self.fused:
+            h, c = fused.lstm_cell(gates, c)
+        else:
+            sig = torch.sigmoid(gates)  # LSTMCell gate order: input, forget, cell, output
+            c = sig[:, hsize : 2 * hsize] * c + sig[:, :hsize] * torch.tanh(gates[:, 2 * hsize : 3 * hsize])
+            h = sig[:, 3 * hsize :] * torch.tanh(c)
+        reads, mem = self.access(self.interface(h), mem)
+        return h, c, reads.reshape(batch, self.read_size), mem
 
     def step(self, x: Tensor, state: DNCState) -> tuple[Tensor, DNCState]:
         """One step: ``x`` (B, I) and the state -> ``(y (B, O), new state)``."""
