@@ -144,6 +144,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=None, help="seeds of the regression comparison (>= 3)")
     parser.add_argument("--cartpole-steps", type=int, default=None)
     parser.add_argument("--regression-steps", type=int, default=None)
+    parser.add_argument("--tp-steps", type=int, default=None, help="env steps per timed round")
+    parser.add_argument("--tp-rounds", type=int, default=None, help="interleaved timed rounds")
     parser.add_argument("--skip", nargs="*", default=[], choices=["throughput", "cartpole", "regression"])
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
@@ -152,7 +154,8 @@ def main() -> None:
     seeds = list(range(args.seeds if args.seeds is not None else (1 if quick else 3)))
     cartpole_steps = args.cartpole_steps or (10_240 if quick else 100_352)
     regression_steps = args.regression_steps or (4_096 if quick else 30_720)
-    tp_steps, tp_rounds = (1024, 2) if quick else (4096, 3)
+    tp_steps = args.tp_steps or (1024 if quick else 2048)
+    tp_rounds = args.tp_rounds or 2
 
     lines = [
         "# PPO with a DNC memory core",

@@ -324,3 +324,14 @@ def test_dnc_extractor_with_a_history_observation() -> None:
     model = PPO("MlpPolicy", env, n_steps=16, batch_size=16, n_epochs=1, seed=0, policy_kwargs=kwargs)
     model.learn(16)
     assert model.policy.features_extractor.window == 3
+
+
+def test_shared_memory_is_trained_by_the_policy_loss_only() -> None:
+    policy = make_policy(critic_memory="shared")
+    values, log_prob, _ = policy.evaluate_actions(
+        th.rand(6, 3), th.zeros(6), policy.initial_state(2), th.zeros(6)
+    )
+    values.sum().backward()
+    assert all(p.grad is None or p.grad.abs().sum() == 0 for p in policy.core_actor.parameters())
+    log_prob.sum().backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in policy.core_actor.parameters())
