@@ -255,6 +255,7 @@ def main() -> None:
     parser.add_argument("--no-write", action="store_true", help=f"do not write {RESULTS}")
     args = parser.parse_args()
     rounds, iterations, tutorial_iterations = (2, 200, 2) if args.quick else (15, 300, 3)
+    load_before = os.getloadavg()[0]
     results = {c: run(c, rounds, iterations, tutorial_iterations) for c in args.capacities}
     import cpprb  # noqa: F401 -- for its version below
 
@@ -265,7 +266,9 @@ def main() -> None:
         f"'step vs cpprb' = median over rounds of the paired step-time ratio.\n"
         f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
         f"numpy {np.__version__}, cpprb {_version('cpprb')}; "
-        f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}.\n"
+        f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}; load average {load_before:.1f} before and "
+        f"{os.getloadavg()[0]:.1f} after the run (other jobs share the machine: rates are noisy, "
+        f"paired ratios less so).\n"
     )
     table = _table(results)
     print(header)
