@@ -258,3 +258,42 @@ def test_checkpointed_dnc_equals_plain_dnc():
         torch.testing.assert_close(a, e, rtol=1e-9, atol=1e-12)
     with pytest.raises(ValueError, match="checkpoint_steps"):
         DNC(3, 8, 2, CFG, checkpoint_steps=0)
+
+
+def _copy_batch(batch: int, g: torch.Generator, bits: int = 4, max_len: int = 3):
+    steps = 2 * max_len + 1
+    lengths = torch.randint(1, max_len + 1, (batch,), generator=g).tolist()
+    data = torch.randint(0, 2, (batch, max_len, bits), generator=g).float()
+    x, y = torch.zeros(batch, steps, bits + 1), torch.zeros(batch, steps, bits)
+    mask = torch.zeros(batch, steps, dtype=torch.bool)
+    for i, n in enumerate(lengths):
+        x[i, :n, :bits], x[i, n, bits] = data[i, :n], 1.0
+        y[i, n + 1 : 2 * n + 1], mask[i, n + 1 : 2 * n + 1] = data[i, :n], True
+    return x, y, mask
+
+
+def test_dnc_learns_a_tiny_copy_task():
+    """Recall 1-3 random 4-bit vectors after a delimiter: the bit error falls from chance (0.5) to
+    below 0.3 within 120 Adam updates (seeded)."""
+    torch.manual_seed(0)
+    model = DNC(5, 32, 4, MemoryConfig(memory_size=8, word_size=8, num_read_heads=1))
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    g = torch.Generator().manual_seed(1)
+    x_test, y_test, m_test = _copy_batch(256, torch.Generator().manual_seed(2))
+
+    def bit_error() -> float:
+        with torch.no_grad():
+            wrong = ((model(x_test)[0] > 0).float() != y_test).float().sum(-1) * m_test
+        return float(wrong.sum() / m_test.sum() / 4)
+
+    assert bit_error() > 0.4
+    for _ in range(120):
+        x, y, mask = _copy_batch(32, g)
+        logits = model(x)[0]
+        loss = (
+            torch.nn.functional.binary_cross_entropy_with_logits(logits, y, reduction="none").sum(-1) * mask
+        ).sum()
+        opt.zero_grad()
+        (loss / 32).backward()
+        opt.step()
+    assert bit_error() < 0.3
