@@ -166,8 +166,9 @@ class MemoryAccess(nn.Module):
     """One step of DNC memory access; holds no parameters.
 
     :param config: the memory configuration.
-    :param fused: use the fused link/erase-write kernels of :mod:`memagent.memory.fused` (same values
-        and gradients as the reference functions, less time and activation memory).
+    :param fused: use the kernels of :mod:`memagent.memory.fused` (link, erase-write, cosine
+        similarity; same values and gradients as the reference functions, less time and activation
+        memory).
     """
 
     def __init__(self, config: MemoryConfig, fused: bool = True) -> None:
