@@ -118,6 +118,7 @@ def plot_interval_estimates(
         ax.set_yticks(range(len(algos)), algos if ax is axes[0] else [""] * len(algos))
         ax.set_title(stat)
         ax.set_xlabel(xlabel)
+        ax.set_ylim(len(algos) - 0.5, -0.5)  # first algorithm on top
         ax.grid(axis="x", alpha=0.3)
     if title:
         fig.suptitle(title)

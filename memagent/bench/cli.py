@@ -49,10 +49,11 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m memagent.benc
         if not records:
             print(f"no finished runs in {out}")
             return 1
+        shown = [a for a in argv if a != "--report-only"]  # a rerun skips finished runs: same report
         command = (
-            shlex.join(["python", *prog.split()[-2:], *argv])
+            shlex.join(["python", *prog.split()[-2:], *shown])
             if prog.startswith("train.py")
-            else shlex.join(["python", "-m", "memagent.bench", *argv])
+            else shlex.join(["python", "-m", "memagent.bench", *shown])
         )
         report = write_report(
             records,
@@ -60,7 +61,9 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m memagent.benc
             metric=suite.metric,
             baseline=suite.baseline,
             reps=args.reps or suite.reps,
-            title=f"Benchmark: {suite.name}",
+            title=f"Benchmark: {suite.name}: {suite.description or ''} "
+            f"({suite.n_timesteps} steps per run, seeds {suite.seeds})",
+            order=[a["name"] for a in suite.algos],
             command=command,
         )
     except UsageError as exc:

@@ -49,8 +49,12 @@ def _ci(est: IntervalEstimate) -> str:
     return f"{_fmt(est.point)} [{_fmt(est.lower)}, {_fmt(est.upper)}]"
 
 
-def group(records: list[dict[str, Any]]) -> dict[str, dict[str, list[dict[str, Any]]]]:
-    """env -> algo -> records (sorted by seed), in first-seen order."""
+def group(
+    records: list[dict[str, Any]], order: list[str] | None = None
+) -> dict[str, dict[str, list[dict[str, Any]]]]:
+    """env -> algo -> records (sorted by seed); algorithms in ``order`` (then first-seen) order."""
+    rank = {name: i for i, name in enumerate(order or [])}
+    records = sorted(records, key=lambda r: rank.get(r["algo"], len(rank)))
     out: dict[str, dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
     for r in records:
         out[r["env"]][r["algo"]].append(r)
@@ -71,10 +75,11 @@ def summarize(
     baseline: str | None = None,
     reps: int = 2000,
     seed: int = 0,
+    order: list[str] | None = None,
 ) -> list[dict[str, Any]]:
     """One row per (env, algo) with interval estimates and mean switch/throughput metrics."""
     rows = []
-    for env, algos in group(records).items():
+    for env, algos in group(records, order).items():
         base = algos.get(baseline) if baseline else None
         for algo, rs in algos.items():
             scores = np.array([_metric(r, metric) for r in rs])
@@ -173,14 +178,18 @@ def _curve_matrix(rs: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray] | N
 
 
 def write_figures(
-    records: list[dict[str, Any]], rows: list[dict[str, Any]], fig_dir: Path, metric: str = "final_return"
+    records: list[dict[str, Any]],
+    rows: list[dict[str, Any]],
+    fig_dir: Path,
+    metric: str = "final_return",
+    order: list[str] | None = None,
 ) -> list[Path]:
     """Learning curves and switch-aligned curves per env, and an interval-estimate plot per env."""
     from memagent import plots
 
     fig_dir.mkdir(parents=True, exist_ok=True)
     paths = []
-    for env, algos in group(records).items():
+    for env, algos in group(records, order).items():
         slug = env.replace("/", "-")
         lc = {a: m for a, rs in algos.items() if (m := _curve_matrix(rs)) is not None}
         if lc:
@@ -219,6 +228,7 @@ def write_report(
     baseline: str | None = None,
     reps: int = 2000,
     title: str = "",
+    order: list[str] | None = None,
     command: str = "",
 ) -> dict[str, Any]:
     """Write ``report.md``, ``runs.csv``, ``summary.csv`` and ``figures/`` into ``out_dir``.
@@ -227,9 +237,9 @@ def write_report(
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    rows = summarize(records, metric=metric, baseline=baseline, reps=reps)
+    rows = summarize(records, metric=metric, baseline=baseline, reps=reps, order=order)
     table = markdown_table(rows, metric=metric, baseline=baseline)
-    figures = write_figures(records, rows, out / "figures", metric=metric)
+    figures = write_figures(records, rows, out / "figures", metric=metric, order=order)
     dnc = sorted(Path(r["run_dir"]) / "figures" / "dnc_memory.png" for r in records if r.get("run_dir"))
     dnc = [p for p in dnc if p.is_file()]
     parts = [f"# {title}\n" if title else "", f"Command: `{command}`\n\n" if command else "", table]
