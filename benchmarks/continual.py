@@ -168,8 +168,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--reference-check-epochs",
         type=int,
-        default=2,
-        help="epochs of a second reference run after the variants (throughput only): the ratio uses the "
+        default=None,
+        help="epochs of a second reference run after the variants (throughput only; default: --epochs, the "
+        "same protocol, since the reference slows down as its replay buffer grows): the ratio uses the "
         "faster of the two reference measurements, so a change of machine load cannot inflate it",
     )
     parser.add_argument("--seeds", type=int, default=3)
@@ -182,6 +183,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.quick:
         args.epochs, args.seeds = 2, 1
     ref_epochs = args.reference_epochs if args.reference_epochs is not None else args.epochs
+    if args.reference_check_epochs is None:
+        args.reference_check_epochs = ref_epochs
     torch.set_num_threads(args.threads)
     fns, names = tutorial_tasks()
     out: list[str] = [
