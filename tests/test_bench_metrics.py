@@ -97,3 +97,13 @@ def test_memory_trace_finds_fields():
     r, w, u = plots.memory_trace(states)
     assert r.shape == (3, 2, 4) and w.shape == (3, 1, 4) and u.shape == (3, 4)
     assert plots.memory_trace([(torch.zeros(1, 3), torch.zeros(1, 3))]) is None
+
+
+def test_window_defaults_follow_the_switch_period():
+    # Tasks last 8 steps: the post-switch window is 8 steps, the pre-switch one min(10, 8) = 8.
+    task = np.repeat(np.arange(4) % 2, 8)
+    loss = np.tile([1.0, 0.5, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1], 4)
+    m, curve = switch_metrics([{"loss": loss, "reward": -loss, "task": task}], smooth=1)
+    assert (m.before, m.after, m.n_switches) == (8, 8, 3) and curve.shape == (16,)
+    assert m.steady_state == pytest.approx(0.1) and m.recovery_time == 2
+    assert m.regret == pytest.approx(0.9 + 0.4)

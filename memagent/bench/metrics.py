@@ -110,10 +110,20 @@ class SwitchMetrics:
         }
 
 
+def typical_segment(episodes: list[dict[str, np.ndarray]], cap: int = 50) -> int:
+    """Median number of steps from a switch to the next switch or the episode end, in ``[1, cap]``."""
+    gaps = []
+    for ep in episodes:
+        points = switch_points(ep["task"])
+        if len(points):
+            gaps.extend(np.diff(np.append(points, len(ep["task"]))).tolist())
+    return int(np.clip(np.median(gaps), 1, cap)) if gaps else cap
+
+
 def switch_metrics(
     episodes: list[dict[str, np.ndarray]],
-    before: int = 10,
-    after: int = 50,
+    before: int | None = None,
+    after: int | None = None,
     first_k: int = 10,
     tol: float = 0.1,
     smooth: int = 5,
@@ -121,8 +131,15 @@ def switch_metrics(
     """Switch-aligned curve and metrics over episodes.
 
     :param episodes: each a dict with ``loss`` ``(T,)``, ``reward`` ``(T,)`` and ``task`` ``(T,)``.
+    :param before: steps before the switch in the window (default ``min(10, after)``).
+    :param after: steps after it (default: the median number of steps a task lasts after a switch,
+        at most 50, so that the window rarely runs into the next switch).
     :returns: ``(metrics, curve)`` with ``curve`` of shape ``(before + after,)`` (NaN if no switch).
     """
+    if after is None:
+        after = typical_segment(episodes, cap=50)
+    if before is None:
+        before = min(10, after)
     windows = [
         aligned_windows(ep["loss"], switch_points(ep["task"]), before, after)
         for ep in episodes
