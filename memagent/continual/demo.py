@@ -88,6 +88,7 @@ def run_demo(
     baselines: Sequence[tuple[str, str]] = DEFAULT_BASELINES,
     adapt_support: int = 5,
     adapt_steps: Sequence[int] = (1, 5),
+    adapt_lr: float = 0.1,
     report: Callable[[str], None] | None = None,
     **overrides,
 ) -> DemoResult:
@@ -100,7 +101,7 @@ def run_demo(
     :param progress: tqdm progress bars.
     :param baselines: ``(model, replay)`` pairs trained after the main DNC/prioritized run.
     :param adapt_support: K support samples for the adaptation report (0: off).
-    :param adapt_steps: the k of the adaptation report.
+    :param adapt_steps: the k of the adaptation report. :param adapt_lr: its SGD step size.
     :param report: called with each line of the human-readable report (default: ``logging.info``;
         the CLI passes ``print``).
     :param overrides: further :class:`ContinualConfig` fields (e.g. ``epochs=5``).
@@ -124,11 +125,15 @@ def run_demo(
 
     learner = ContinualLearner(fns, ContinualConfig(model="dnc", replay="prioritized", **settings), names)
     main_result = learner.run(
-        progress=progress, callback=on_task, adapt_support=adapt_support, adapt_steps=adapt_steps
+        progress=progress,
+        callback=on_task,
+        adapt_support=adapt_support,
+        adapt_steps=adapt_steps,
+        adapt_lr=adapt_lr,
     )
     for task, rep in main_result.adaptation.items():
         say(
-            f"task {task + 1} arrives: MSE before adaptation {rep[0]:.4f}, "
+            f"on arrival of task {task + 1} (before training on it): held-out MSE {rep[0]:.4f}, "
             + ", ".join(f"after {k} step(s) on {adapt_support} samples {v:.4f}" for k, v in rep.items() if k)
         )
     say("R[i, j] (held-out MSE on task j after task i), DNC + prioritized replay:")
