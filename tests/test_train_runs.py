@@ -246,3 +246,15 @@ def test_cli_wrappers_make_any_env_non_stationary(tmp_path, capsys):
     assert model.observation_space.shape == (3, 7)
     sw = json.loads((run_dir / "switch_metrics.json").read_text())
     assert sw["n_switches"] >= 1
+
+
+def test_batched_vec_env_for_regression_ids(tmp_path):
+    cfg = tiny(tmp_path, "ppo", n=64, vec_env="batched")
+    cfg.n_envs = 2
+    result = train(cfg)
+    _assert_complete(result.run_dir, "memagent-NonStationaryRegression-v0")
+    bad = tiny(tmp_path, "ppo", env="CartPole-v1", vec_env="batched")
+    from memagent.training import UsageError
+
+    with pytest.raises(UsageError, match="--vec-env"):
+        train(bad)

@@ -408,7 +408,7 @@ def train(cfg: TrainConfig, callbacks: list[BaseCallback] | None = None) -> RunR
         cfg.seed + 10_000,
         monitor_dir=None,
         training=False,
-        **{**common, "vec_env": "dummy", "env_kwargs": eval_env_kwargs(cfg.env, env_kwargs)},
+        **{**common, "vec_env": _eval_vec_env(cfg), "env_kwargs": eval_env_kwargs(cfg.env, env_kwargs)},
     )
 
     total = int(hp["n_timesteps"])
@@ -546,7 +546,11 @@ def _summarize(
             monitor_dir=None,
             training=False,
             vecnormalize_path=str(run_dir / "vecnormalize.pkl"),
-            **{**common, "vec_env": "dummy", "env_kwargs": eval_env_kwargs(cfg.env, common["env_kwargs"])},
+            **{
+                **common,
+                "vec_env": _eval_vec_env(cfg),
+                "env_kwargs": eval_env_kwargs(cfg.env, common["env_kwargs"]),
+            },
         )
         episodes = collect_episodes(model, env, cfg.switch_episodes, record_state=spec.name == "ppo_dnc")
         env.close()
@@ -592,3 +596,8 @@ def _run_figures(
         memory = plots.memory_trace(episodes[0]["states"])
         if memory is not None:
             plots.plot_memory(*memory, path=figures / "dnc_memory.png", task=episodes[0]["task"])
+
+
+def _eval_vec_env(cfg: TrainConfig) -> str:
+    """Evaluation envs: batched like the training env when it is batched (same type), else Dummy."""
+    return "batched" if cfg.vec_env == "batched" else "dummy"
