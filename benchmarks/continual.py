@@ -40,8 +40,21 @@ from memagent.continual import (
     matrix_markdown,
     tutorial_tasks,
 )
+from memagent.memory import MemoryConfig
 
 RESULTS = Path(__file__).resolve().parent / "results" / "continual.md"
+#: Benchmark variants beyond the learner's models: name -> ContinualConfig overrides.
+VARIANTS = {
+    "dnc": dict(model="dnc"),
+    "dnc-content": dict(  # content-addressed memory only (the tutorial's kind of bank), 8 x 8
+        model="dnc",
+        memory=MemoryConfig(
+            memory_size=8, word_size=8, num_read_heads=1, allocation=False, temporal_links=False
+        ),
+    ),
+    "mlp": dict(model="mlp"),
+    "oracle": dict(model="oracle"),
+}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -174,7 +187,7 @@ def main(argv: list[str] | None = None) -> None:
         "faster of the two reference measurements, so a change of machine load cannot inflate it",
     )
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--models", default="dnc,mlp,oracle")
+    parser.add_argument("--models", default="dnc,dnc-content,mlp,oracle", help=f"any of {list(VARIANTS)}")
     parser.add_argument("--replays", default="none,uniform,prioritized")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--no-reference", action="store_true")
@@ -206,7 +219,7 @@ def main(argv: list[str] | None = None) -> None:
         for replay in args.replays.split(","):
             accs, bwts, fgts, fwts, speeds = [], [], [], [], []
             for seed in range(args.seeds):
-                cfg = ContinualConfig(model=model, replay=replay, epochs=args.epochs, seed=seed)
+                cfg = ContinualConfig(**VARIANTS[model], replay=replay, epochs=args.epochs, seed=seed)
                 res = ContinualLearner(fns, cfg, names).run()
                 accs.append(res.metrics.acc)
                 bwts.append(res.metrics.bwt)
