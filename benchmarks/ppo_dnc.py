@@ -146,6 +146,7 @@ def main() -> None:
     parser.add_argument("--regression-steps", type=int, default=None)
     parser.add_argument("--tp-steps", type=int, default=None, help="env steps per timed round")
     parser.add_argument("--tp-rounds", type=int, default=None, help="interleaved timed rounds")
+    parser.add_argument("--tp-envs", nargs="*", default=["CartPole-v1", REGRESSION_ID])
     parser.add_argument("--skip", nargs="*", default=[], choices=["throughput", "cartpole", "regression"])
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
@@ -172,8 +173,8 @@ def main() -> None:
     lines += [
         "## Memory cost of the default DNC core (N=16, W=16, R=2, controller 64)",
         "",
-        f"- state per environment: {state_bytes} bytes (memory 16x16, link 16x16, usage, precedence, "
-        "read/write weights, read words, controller h and c; float32)",
+        f"- state per environment: {state_bytes} bytes for the actor's and the critic's DNC (each: memory "
+        "16x16, link 16x16, usage, precedence, read/write weights, read words, controller h and c; float32)",
         f"- rollout buffer (n_steps=128, sequence_length=32): {128 // 32} stored states per env = "
         f"{128 // 32 * state_bytes} bytes/env (storing it at every step, as sb3-contrib does for the LSTM, "
         f"would take {128 * state_bytes})",
@@ -188,7 +189,7 @@ def main() -> None:
             "| env | RecurrentPPO-LSTM | PPO-DNC | PPO-DNC / LSTM | PPO-MLP |",
             "|---|---:|---:|---:|---:|",
         ]
-        for env_id in ("CartPole-v1", REGRESSION_ID):
+        for env_id in args.tp_envs:
             best = throughput(env_id, tp_steps, tp_rounds)
             ratio = best["PPO-DNC"] / best["RecurrentPPO-LSTM"]
             lines.append(
