@@ -18,22 +18,18 @@ from torch import Tensor
 __all__ = ["temporal_link_and_directional_weightings", "erase_and_write", "content_weighting", "lstm_cell"]
 
 
-class _NoGradContext:
-    """Stands in for autograd's ``ctx`` when no gradient is needed (skips ``Function.apply``)."""
-
-    def save_for_backward(self, *tensors: Tensor) -> None:
-        pass
-
-
-_NO_GRAD_CONTEXT = _NoGradContext()
-
-
 def _apply(function: type[torch.autograd.Function], *args):
     """``function.apply(*args)``, or its forward alone when no input needs a gradient (rollouts,
-    evaluation): that skips the autograd bookkeeping, which dominates at small sizes."""
+    evaluation): that skips the autograd bookkeeping, which dominates at small sizes.
+
+    The functions are written in the ``forward(*args)`` + ``setup_context`` style with
+    ``generate_vmap_rule = True``, so they also work under ``torch.func`` transforms (``grad``,
+    ``vmap``, ``functional_call``-based MAML). Their backward passes are built from differentiable
+    torch operations (not ``once_differentiable``), so double backward (second-order MAML) works too.
+    """
     if torch.is_grad_enabled() and any(isinstance(a, Tensor) and a.requires_grad for a in args):
         return function.apply(*args)
-    return function.forward(_NO_GRAD_CONTEXT, *args)
+    return function.forward(*args)
 
 
 def _link_scale(w: Tensor) -> Tensor:
@@ -45,10 +41,10 @@ class _LinkAndDirections(torch.autograd.Function):
     """``L_t = (1 - w_i - w_j) L_{t-1} + w_i p_{t-1,j}`` (zero diagonal), ``f_t = L_t w^r``,
     ``b_t = L_t^T w^r`` and ``p_t = (1 - sum w) p_{t-1} + w``."""
 
+    generate_vmap_rule = True
+
     @staticmethod
-    def forward(
-        ctx, prev_link: Tensor, prev_precedence: Tensor, write_weights: Tensor, prev_read_weights: Tensor
-    ):
+    def forward(prev_link: Tensor, prev_precedence: Tensor, write_weights: Tensor, prev_read_weights: Tensor):
         b, hw, n, _ = prev_link.shape
         r = prev_read_weights.shape[1]
         link_prev = prev_link.reshape(b * hw, n, n)
@@ -62,14 +58,16 @@ class _LinkAndDirections(torch.autograd.Function):
         forward_w = torch.bmm(wr, link.transpose(1, 2))  # (M, R, N): f[i] = sum_j L[i, j] w[j]
         backward_w = torch.bmm(wr, link)  # (M, R, N): b[j] = sum_i L[i, j] w[i]
         precedence = torch.addcmul(write_weights, 1.0 - write_weights.sum(-1, keepdim=True), prev_precedence)
-        ctx.save_for_backward(prev_link, prev_precedence, write_weights, prev_read_weights, link)
-        link = link.view(b, hw, n, n)
         return (
-            link,
+            link.view(b, hw, n, n),
             forward_w.view(b, hw, r, n).transpose(1, 2),
             backward_w.view(b, hw, r, n).transpose(1, 2),
             precedence,
         )
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        ctx.save_for_backward(*inputs, output[0])
 
     @staticmethod
     def backward(
@@ -94,7 +92,10 @@ class _LinkAndDirections(torch.autograd.Function):
         buffer = torch.mul(g, prev_link.reshape(m, n, n))
         grad_w = torch.bmm(g, p.unsqueeze(-1)).squeeze(-1) - buffer.sum(2) - buffer.sum(1)
         grad_p = torch.bmm(w.unsqueeze(1), g).squeeze(1)
-        grad_prev_link = torch.sub((1.0 - w).unsqueeze(-1), w.unsqueeze(-2), out=buffer).mul_(g)
+        if torch.is_grad_enabled():  # double backward / torch.func: no out= (not differentiable)
+            grad_prev_link = _link_scale(w) * g
+        else:  # reuse the N x N buffer
+            grad_prev_link = torch.sub((1.0 - w).unsqueeze(-1), w.unsqueeze(-2), out=buffer).mul_(g)
         # p_t = (1 - sum_i w_i) p_{t-1} + w
         grad_p = grad_p.view(b, hw, n).addcmul_(1.0 - write_weights.sum(-1, keepdim=True), grad_precedence)
         grad_w = grad_w.view(b, hw, n).add_(grad_precedence)
@@ -127,12 +128,16 @@ def temporal_link_and_directional_weightings(
 class _EraseAndWrite(torch.autograd.Function):
     """One write head: ``M_t = M_{t-1} o (1 - w e^T) + w v^T = M_{t-1} + w o (v - M_{t-1} o e)``."""
 
+    generate_vmap_rule = True
+
     @staticmethod
-    def forward(ctx, memory: Tensor, write_weights: Tensor, erase_vectors: Tensor, write_vectors: Tensor):
+    def forward(memory: Tensor, write_weights: Tensor, erase_vectors: Tensor, write_vectors: Tensor):
         w = write_weights.transpose(1, 2)  # (B, N, 1)
-        out = torch.addcmul(memory, w, torch.addcmul(write_vectors, memory, erase_vectors, value=-1.0))
-        ctx.save_for_backward(memory, write_weights, erase_vectors, write_vectors)
-        return out
+        return torch.addcmul(memory, w, torch.addcmul(write_vectors, memory, erase_vectors, value=-1.0))
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        ctx.save_for_backward(*inputs)
 
     @staticmethod
     def backward(ctx, grad: Tensor):
@@ -171,19 +176,31 @@ def erase_and_write(
 class _CosineSimilarity(torch.autograd.Function):
     """``D[h, n] = k_h . M_n / (|k_h| |M_n| + eps)`` with ``|x| = sqrt(x . x + eps)``."""
 
+    generate_vmap_rule = True
+
     @staticmethod
-    def forward(ctx, memory: Tensor, keys: Tensor, epsilon: float):
-        dot = torch.bmm(keys, memory.transpose(1, 2))  # (B, H, N)
+    def _norms(memory: Tensor, keys: Tensor, epsilon: float) -> tuple[Tensor, Tensor, Tensor]:
         key_norm = torch.sqrt((keys * keys).sum(-1) + epsilon)  # (B, H)
         memory_norm = torch.sqrt(torch.linalg.vector_norm(memory, dim=-1).square() + epsilon)  # (B, N)
         denominator = key_norm.unsqueeze(-1) * memory_norm.unsqueeze(1) + epsilon
-        similarity = dot / denominator
-        ctx.save_for_backward(memory, keys, key_norm, memory_norm, denominator, similarity)
-        return similarity
+        return key_norm, memory_norm, denominator
+
+    @staticmethod
+    def forward(memory: Tensor, keys: Tensor, epsilon: float):
+        dot = torch.bmm(keys, memory.transpose(1, 2))  # (B, H, N)
+        return dot / _CosineSimilarity._norms(memory, keys, epsilon)[2]
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        memory, keys, epsilon = inputs
+        ctx.epsilon = epsilon
+        ctx.save_for_backward(memory, keys, output)
 
     @staticmethod
     def backward(ctx, grad: Tensor):
-        memory, keys, key_norm, memory_norm, denominator, similarity = ctx.saved_tensors
+        memory, keys, similarity = ctx.saved_tensors
+        # the norms are recomputed (O(B (H + N) W), cheap) rather than kept as activations
+        key_norm, memory_norm, denominator = _CosineSimilarity._norms(memory, keys, ctx.epsilon)
         grad_dot = grad / denominator  # (B, H, N)
         grad_denominator = -grad_dot * similarity
         grad_key_norm = (grad_denominator * memory_norm.unsqueeze(1)).sum(-1)  # (B, H)
@@ -211,22 +228,31 @@ class _LSTMCell(torch.autograd.Function):
     """LSTM cell from pre-activation gates ``[i, f, g, o]`` (nn.LSTMCell's order):
     ``c = s(f) c_prev + s(i) tanh(g)``, ``h = s(o) tanh(c)``."""
 
+    generate_vmap_rule = True
+
     @staticmethod
-    def forward(ctx, gates: Tensor, prev_cell: Tensor):
+    def forward(gates: Tensor, prev_cell: Tensor):
         hsize = prev_cell.shape[-1]
         acts = torch.sigmoid(gates)
         cell_input = torch.tanh(gates[:, 2 * hsize : 3 * hsize])
         i, f, o = acts[:, :hsize], acts[:, hsize : 2 * hsize], acts[:, 3 * hsize :]
         cell = torch.addcmul(f * prev_cell, i, cell_input)
-        tanh_cell = torch.tanh(cell)
-        hidden = o * tanh_cell
-        ctx.save_for_backward(acts, cell_input, prev_cell, tanh_cell)
+        hidden = o * torch.tanh(cell)
         return hidden, cell
 
     @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        gates, prev_cell = inputs
+        ctx.save_for_backward(gates, prev_cell, output[1])
+
+    @staticmethod
     def backward(ctx, grad_hidden: Tensor, grad_cell: Tensor):
-        acts, cell_input, prev_cell, tanh_cell = ctx.saved_tensors
+        gates, prev_cell, cell = ctx.saved_tensors
         hsize = prev_cell.shape[-1]
+        # the activations are recomputed from the gates (three pointwise ops on (B, 4H))
+        acts = torch.sigmoid(gates)
+        cell_input = torch.tanh(gates[:, 2 * hsize : 3 * hsize])
+        tanh_cell = torch.tanh(cell)
         i, f, o = acts[:, :hsize], acts[:, hsize : 2 * hsize], acts[:, 3 * hsize :]
         grad_c = grad_cell + grad_hidden * o * (1.0 - tanh_cell * tanh_cell)
         grad_gates = torch.cat(
