@@ -222,22 +222,73 @@ def test_bad_dnc_arguments_raise():
         model(torch.zeros(2, 3, 3), model.initial_state(3))
 
 
-@pytest.mark.parametrize("hw", [1, 2])
-def test_fused_dnc_equals_reference_dnc_values_and_gradients(hw):
-    cfg = MemoryConfig(memory_size=6, word_size=4, num_read_heads=2, num_write_heads=hw)
+@pytest.mark.parametrize(
+    "hw, options",
+    [
+        (1, {}),
+        (2, {}),
+        (1, {"temporal_links": False}),
+        (1, {"allocation": False}),
+        (1, {"allocation": False, "temporal_links": False, "usage_decay": 0.9}),
+        (1, {"usage_decay": 0.95}),
+    ],
+    ids=["Hw1", "Hw2", "Hw1-no-links", "Hw1-no-allocation", "Hw1-tutorial", "Hw1-decay"],
+)
+def test_fused_dnc_equals_reference_dnc_values_and_gradients(hw, options):
+    """The fused path (for one write head: the whole access step as one autograd node with a
+    hand-written backward) computes the reference functions' values and gradients."""
+    cfg = MemoryConfig(memory_size=6, word_size=4, num_read_heads=2, num_write_heads=hw, **options)
     torch.manual_seed(0)
     fused = DNC(3, 8, 2, cfg).double()
     reference = DNC(3, 8, 2, cfg, fused=False).double()
     reference.load_state_dict(fused.state_dict())
     x = rand(3, 7, 3, dtype=torch.float64)
+    starts = torch.zeros(3, 7, dtype=torch.bool)
+    starts[1, 4] = True
     outs = []
     for model in (fused, reference):
-        y, _ = model(x)
-        y.pow(2).sum().backward()
-        outs.append((y.detach(), [p.grad.clone() for p in model.parameters()]))
+        y, state = model(x, episode_starts=starts)
+        # every output and every state field carries gradient back
+        (y.pow(2).sum() + sum((f * (k + 1)).sin().sum() for k, f in enumerate(state))).backward()
+        outs.append((y.detach(), [f.detach() for f in state], [p.grad.clone() for p in model.parameters()]))
     torch.testing.assert_close(outs[0][0], outs[1][0], rtol=1e-10, atol=1e-12)
     for a, e in zip(outs[0][1], outs[1][1]):
+        torch.testing.assert_close(a, e, rtol=1e-10, atol=1e-12)
+    for a, e in zip(outs[0][2], outs[1][2]):
         torch.testing.assert_close(a, e, rtol=1e-8, atol=1e-10)
+
+
+@pytest.mark.parametrize(
+    "options", [{}, {"temporal_links": False}, {"allocation": False, "usage_decay": 0.9}], ids=str
+)
+def test_fused_access_step_gradcheck(options):
+    from memagent.memory import fused
+    from memagent.memory.access import MemoryAccess
+
+    cfg = MemoryConfig(memory_size=5, word_size=3, num_read_heads=2, **options)
+    g = torch.Generator().manual_seed(3)
+    state = MemoryAccess(cfg).initial_state(2, dtype=torch.float64)
+    # a non-trivial previous state: weights on the simplex, usage and link in [0, 1]
+    state = state._replace(
+        memory=torch.randn(2, 5, 3, generator=g, dtype=torch.float64),
+        usage=torch.rand(2, 5, generator=g, dtype=torch.float64),
+        read_weights=torch.softmax(torch.randn(2, 2, 5, generator=g, dtype=torch.float64), -1),
+        write_weights=torch.softmax(torch.randn(2, 1, 5, generator=g, dtype=torch.float64), -1) * 0.7,
+    )
+    if cfg.temporal_links:
+        link = torch.rand(2, 1, 5, 5, generator=g, dtype=torch.float64) * 0.2
+        link.diagonal(dim1=-2, dim2=-1).zero_()
+        precedence = torch.rand(2, 1, 5, generator=g, dtype=torch.float64) / 5
+        state = state._replace(link=link, precedence=precedence)
+    vector = torch.randn(2, interface_size(cfg), generator=g, dtype=torch.float64)
+    inputs = [vector, *state[:6]]
+    inputs = [t.clone().requires_grad_() for t in inputs]
+
+    def f(vec, memory, usage, link, prec, rw, ww):
+        reads, new = fused.access_step(vec, (memory, usage, link, prec, rw, ww, state.read_vectors), cfg)
+        return (reads, *new[:6])
+
+    assert torch.autograd.gradcheck(f, inputs)
 
 
 @pytest.mark.filterwarnings("ignore:There is a performance drop")  # vmap's fallback for in-place ops

@@ -234,7 +234,11 @@ class DNC(nn.Module):
             sig = torch.sigmoid(gates)  # LSTMCell gate order: input, forget, cell, output
             c = sig[:, hsize : 2 * hsize] * c + sig[:, :hsize] * torch.tanh(gates[:, 2 * hsize : 3 * hsize])
             h = sig[:, 3 * hsize :] * torch.tanh(c)
-        reads, mem = self.access(self.interface(h), mem)
+        if self.fused and self.config.num_write_heads == 1:  # the whole access step as one autograd node
+            reads, fields = fused.access_step(self.interface.linear(h), mem, self.config)
+            mem = MemoryState(*fields)
+        else:
+            reads, mem = self.access(self.interface(h), mem)
         return h, c, reads.reshape(batch, self.read_size), mem
 
     def step(self, x: Tensor, state: DNCState) -> tuple[Tensor, DNCState]:

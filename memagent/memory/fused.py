@@ -15,7 +15,13 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["temporal_link_and_directional_weightings", "erase_and_write", "content_weighting", "lstm_cell"]
+__all__ = [
+    "temporal_link_and_directional_weightings",
+    "erase_and_write",
+    "content_weighting",
+    "lstm_cell",
+    "access_step",
+]
 
 
 def _apply(function: type[torch.autograd.Function], *args):
@@ -73,34 +79,51 @@ class _LinkAndDirections(torch.autograd.Function):
     def backward(
         ctx, grad_link: Tensor, grad_forward: Tensor, grad_backward: Tensor, grad_precedence: Tensor
     ):
-        prev_link, prev_precedence, write_weights, prev_read_weights, link = ctx.saved_tensors
-        b, hw, n, _ = prev_link.shape
-        r = prev_read_weights.shape[1]
-        m = b * hw
-        wr = prev_read_weights.unsqueeze(1).expand(b, hw, r, n).reshape(m, r, n)
-        link = link.reshape(m, n, n)
-        g_f = grad_forward.transpose(1, 2).reshape(m, r, n)
-        g_b = grad_backward.transpose(1, 2).reshape(m, r, n)
-        # Gradient reaching L_t: from the next step and from f_t, b_t.
-        g = torch.baddbmm(grad_link.reshape(m, n, n), g_f.transpose(1, 2), wr)  # f[r,i] = sum_j L[i,j] w[r,j]
-        g.baddbmm_(wr.transpose(1, 2), g_b)  # b[r,j] = sum_i L[i,j] w[r,i]
-        g.diagonal(dim1=-2, dim2=-1).zero_()  # the diagonal is constant 0
-        grad_read = torch.bmm(g_f, link).add_(torch.bmm(g_b, link.transpose(1, 2)))
-        grad_read = grad_read.view(b, hw, r, n).sum(1)
-        w = write_weights.reshape(m, n)
-        p = prev_precedence.reshape(m, n)
-        buffer = torch.mul(g, prev_link.reshape(m, n, n))
-        grad_w = torch.bmm(g, p.unsqueeze(-1)).squeeze(-1) - buffer.sum(2) - buffer.sum(1)
-        grad_p = torch.bmm(w.unsqueeze(1), g).squeeze(1)
-        if torch.is_grad_enabled():  # double backward / torch.func: no out= (not differentiable)
-            grad_prev_link = _link_scale(w) * g
-        else:  # reuse the N x N buffer
-            grad_prev_link = torch.sub((1.0 - w).unsqueeze(-1), w.unsqueeze(-2), out=buffer).mul_(g)
-        # p_t = (1 - sum_i w_i) p_{t-1} + w
-        grad_p = grad_p.view(b, hw, n).addcmul_(1.0 - write_weights.sum(-1, keepdim=True), grad_precedence)
-        grad_w = grad_w.view(b, hw, n).add_(grad_precedence)
-        grad_w.sub_((grad_precedence * prev_precedence).sum(-1, keepdim=True))
-        return grad_prev_link.view(b, hw, n, n), grad_p, grad_w, grad_read
+        return _link_backward(*ctx.saved_tensors, grad_link, grad_forward, grad_backward, grad_precedence)
+
+
+def _link_backward(
+    prev_link: Tensor,
+    prev_precedence: Tensor,
+    write_weights: Tensor,
+    prev_read_weights: Tensor,
+    link: Tensor,
+    grad_link: Tensor,
+    grad_forward: Tensor,
+    grad_backward: Tensor,
+    grad_precedence: Tensor,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Backward of :class:`_LinkAndDirections`: gradients of ``(L_{t-1}, p_{t-1}, w^w, w^r_{t-1})``."""
+    b, hw, n, _ = prev_link.shape
+    r = prev_read_weights.shape[1]
+    m = b * hw
+    wr = prev_read_weights.unsqueeze(1).expand(b, hw, r, n).reshape(m, r, n)
+    link = link.reshape(m, n, n)
+    g_f = grad_forward.transpose(1, 2).reshape(m, r, n)
+    g_b = grad_backward.transpose(1, 2).reshape(m, r, n)
+    # Gradient reaching L_t: from the next step and from f_t (f[r,i] = sum_j L[i,j] w[r,j]) and b_t
+    # (b[r,j] = sum_i L[i,j] w[r,i]), as one rank-2R update (one pass over the N x N gradient).
+    left = torch.cat([g_f, wr], dim=1).transpose(1, 2)  # (M, N, 2R)
+    right = torch.cat([wr, g_b], dim=1)  # (M, 2R, N)
+    g = torch.baddbmm(grad_link.reshape(m, n, n), left, right)
+    g.diagonal(dim1=-2, dim2=-1).zero_()  # the diagonal is constant 0
+    # g_f L + g_b L^T; the second as (L g_b^T)^T so that L is not copied to a transposed layout
+    grad_read = torch.bmm(g_f, link).add_(torch.bmm(link, g_b.transpose(1, 2)).transpose(1, 2))
+    grad_read = grad_read.view(b, hw, r, n).sum(1)
+    w = write_weights.reshape(m, n)
+    p = prev_precedence.reshape(m, n)
+    buffer = torch.mul(g, prev_link.reshape(m, n, n))
+    grad_w = torch.bmm(g, p.unsqueeze(-1)).squeeze(-1) - buffer.sum(2) - buffer.sum(1)
+    grad_p = torch.bmm(w.unsqueeze(1), g).squeeze(1)
+    if torch.is_grad_enabled():  # double backward / torch.func: no out= (not differentiable)
+        grad_prev_link = _link_scale(w) * g
+    else:  # reuse the N x N buffer
+        grad_prev_link = torch.sub((1.0 - w).unsqueeze(-1), w.unsqueeze(-2), out=buffer).mul_(g)
+    # p_t = (1 - sum_i w_i) p_{t-1} + w
+    grad_p = grad_p.view(b, hw, n).addcmul_(1.0 - write_weights.sum(-1, keepdim=True), grad_precedence)
+    grad_w = grad_w.view(b, hw, n).add_(grad_precedence)
+    grad_w.sub_((grad_precedence * prev_precedence).sum(-1, keepdim=True))
+    return grad_prev_link.view(b, hw, n, n), grad_p, grad_w, grad_read
 
 
 def temporal_link_and_directional_weightings(
@@ -141,17 +164,23 @@ class _EraseAndWrite(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad: Tensor):
-        memory, write_weights, erase_vectors, write_vectors = ctx.saved_tensors
-        w = write_weights.transpose(1, 2)  # (B, N, 1)
-        grad_w_rows = grad * w
-        grad_memory = torch.addcmul(grad, grad_w_rows, erase_vectors, value=-1.0)
-        grad_v = torch.bmm(write_weights, grad)  # (B, 1, W)
-        grad_times_memory = grad * memory
-        grad_e = -torch.bmm(write_weights, grad_times_memory)
-        grad_weights = torch.bmm(grad, write_vectors.transpose(1, 2)) - torch.bmm(
-            grad_times_memory, erase_vectors.transpose(1, 2)
-        )
-        return grad_memory, grad_weights.transpose(1, 2), grad_e, grad_v
+        return _erase_and_write_backward(*ctx.saved_tensors, grad)
+
+
+def _erase_and_write_backward(
+    memory: Tensor, write_weights: Tensor, erase_vectors: Tensor, write_vectors: Tensor, grad: Tensor
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Backward of :class:`_EraseAndWrite`: gradients of ``(M_{t-1}, w^w, e, v)``."""
+    w = write_weights.transpose(1, 2)  # (B, N, 1)
+    grad_w_rows = grad * w
+    grad_memory = torch.addcmul(grad, grad_w_rows, erase_vectors, value=-1.0)
+    grad_v = torch.bmm(write_weights, grad)  # (B, 1, W)
+    grad_times_memory = grad * memory
+    grad_e = -torch.bmm(write_weights, grad_times_memory)
+    grad_weights = torch.bmm(grad, write_vectors.transpose(1, 2)) - torch.bmm(
+        grad_times_memory, erase_vectors.transpose(1, 2)
+    )
+    return grad_memory, grad_weights.transpose(1, 2), grad_e, grad_v
 
 
 def erase_and_write(
@@ -198,17 +227,32 @@ class _CosineSimilarity(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad: Tensor):
-        memory, keys, similarity = ctx.saved_tensors
-        # the norms are recomputed (O(B (H + N) W), cheap) rather than kept as activations
-        key_norm, memory_norm, denominator = _CosineSimilarity._norms(memory, keys, ctx.epsilon)
-        grad_dot = grad / denominator  # (B, H, N)
-        grad_denominator = -grad_dot * similarity
-        grad_key_norm = (grad_denominator * memory_norm.unsqueeze(1)).sum(-1)  # (B, H)
-        grad_memory_norm = (grad_denominator * key_norm.unsqueeze(-1)).sum(1)  # (B, N)
-        grad_keys = torch.bmm(grad_dot, memory).addcmul_(keys, (grad_key_norm / key_norm).unsqueeze(-1))
+        return (*_cosine_backward(*ctx.saved_tensors, ctx.epsilon, grad), None)
+
+
+def _cosine_backward(
+    memory: Tensor,
+    keys: Tensor,
+    similarity: Tensor,
+    epsilon: float,
+    grad: Tensor,
+    grad_memory_in: Tensor | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Backward of :class:`_CosineSimilarity`: gradients of ``(M, k)``; the gradient of ``M`` is
+    added to ``grad_memory_in`` (B, N, W) when given (one pass fewer than a separate sum)."""
+    # the norms are recomputed (O(B (H + N) W), cheap) rather than kept as activations
+    key_norm, memory_norm, denominator = _CosineSimilarity._norms(memory, keys, epsilon)
+    grad_dot = grad / denominator  # (B, H, N)
+    grad_denominator = -grad_dot * similarity
+    grad_key_norm = (grad_denominator * memory_norm.unsqueeze(1)).sum(-1)  # (B, H)
+    grad_memory_norm = (grad_denominator * key_norm.unsqueeze(-1)).sum(1)  # (B, N)
+    grad_keys = torch.bmm(grad_dot, memory).addcmul_(keys, (grad_key_norm / key_norm).unsqueeze(-1))
+    if grad_memory_in is None:
         grad_memory = torch.bmm(grad_dot.transpose(1, 2), keys)
-        grad_memory.addcmul_(memory, (grad_memory_norm / memory_norm).unsqueeze(-1))
-        return grad_memory, grad_keys, None
+    else:
+        grad_memory = torch.baddbmm(grad_memory_in, grad_dot.transpose(1, 2), keys)
+    grad_memory.addcmul_(memory, (grad_memory_norm / memory_norm).unsqueeze(-1))
+    return grad_memory, grad_keys
 
 
 def content_weighting(memory: Tensor, keys: Tensor, strengths: Tensor, epsilon: float = 1e-6) -> Tensor:
@@ -278,3 +322,256 @@ def lstm_cell(gates: Tensor, prev_cell: Tensor) -> tuple[Tensor, Tensor]:
     :return: ``(h_t (B, H), c_t (B, H))``.
     """
     return _apply(_LSTMCell, gates, prev_cell)
+
+
+def _softmax_backward(probabilities: Tensor, grad: Tensor) -> Tensor:
+    """Gradient of the logits of ``softmax`` along the last dimension."""
+    return probabilities * (grad - (grad * probabilities).sum(-1, keepdim=True))
+
+
+def _exclusive_cumprod(x: Tensor, dim: int = -1) -> Tensor:
+    """``out[..., j] = prod_{i<j} x[..., i]`` along ``dim``."""
+    ones = torch.ones_like(x.narrow(dim, 0, 1))
+    return torch.cumprod(torch.cat([ones, x.narrow(dim, 0, x.shape[dim] - 1)], dim=dim), dim=dim)
+
+
+class _AccessStep(torch.autograd.Function):
+    """One whole memory-access step for one write head, from the *raw* interface vector: the
+    interface activations, retention, usage, write content weighting, allocation, write weighting,
+    erase-and-write, link / directional weightings / precedence, read content weighting, read
+    weighting and reads (the equations of :mod:`memagent.memory.addressing`, in
+    :class:`~memagent.memory.access.MemoryAccess`'s order), as one autograd node with a hand-written
+    backward: autograd records one node per step instead of ~60.
+
+    Outputs: reads (B, R, W), M_t, u_t, [L_t, p_t], w^r_t, w^w_t (B, 1, N), then the intermediates
+    backward needs (non-differentiable outputs, so that ``torch.func`` transforms can save them).
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def _activate(vector: Tensor, config) -> tuple[Tensor, ...]:
+        """Split the raw interface (same layout as ``parse_interface``) and activate it; returns
+        ``(keys (B, R + 2, W), strengths (B, R + 1) >= 1, gates (B, W + [R + 1] + 1), modes or None)``."""
+        b = vector.shape[0]
+        r, w = config.num_read_heads, config.word_size
+        n_keys, n_strengths = (r + 2) * w, r + 1
+        n_sigmoid = w + (r + 1 if config.allocation else 0) + 1
+        raw_keys, raw_strengths, raw_sigmoid, raw_modes = torch.split(
+            vector, [n_keys, n_strengths, n_sigmoid, vector.shape[-1] - n_keys - n_strengths - n_sigmoid], -1
+        )
+        keys = raw_keys.reshape(b, r + 2, w)
+        strengths = 1.0 + torch.nn.functional.softplus(raw_strengths)
+        gates = torch.sigmoid(raw_sigmoid)
+        modes = torch.softmax(raw_modes.view(b, r, 3), dim=-1) if config.temporal_links else None
+        return keys, strengths, gates, modes
+
+    @staticmethod
+    def forward(vector, memory, usage, link, precedence, read_weights, write_weights, config):
+        b = vector.shape[0]
+        r, w, eps = config.num_read_heads, config.word_size, config.epsilon
+        keys, strengths, gates, modes = _AccessStep._activate(vector, config)
+        read_keys, write_key, write_vector = keys.split([r, 1, 1], dim=1)
+        erase = gates[:, :w].view(b, 1, w)
+        write_gate = gates[:, -1:]  # (B, 1)
+        # u_t = (u + w^w - u o w^w) psi, psi = prod_i (1 - f^i w^{r,i}) (times the decay)
+        prev_ww = write_weights[:, 0]
+        new_usage = usage + prev_ww - usage * prev_ww
+        if config.allocation:
+            free_gates, allocation_gate = gates[:, w : w + r], gates[:, w + r : w + r + 1]
+            psi = torch.prod(1.0 - free_gates.unsqueeze(-1) * read_weights, dim=1)
+            if config.usage_decay != 1.0:
+                psi = psi * config.usage_decay
+            new_usage = new_usage * psi
+        else:
+            new_usage = new_usage * config.usage_decay
+        # write content weighting on M_{t-1}
+        write_similarity = _CosineSimilarity.forward(memory, write_key, eps)  # (B, 1, N)
+        write_content = torch.softmax(write_similarity * strengths[:, r:].unsqueeze(-1), dim=-1)
+        if config.allocation:
+            sorted_usage, free_list = torch.sort(eps + (1.0 - eps) * new_usage, dim=-1, stable=True)
+            sorted_products = _exclusive_cumprod(sorted_usage)
+            sorted_allocation = (1.0 - sorted_usage) * sorted_products
+            allocation = torch.zeros_like(sorted_allocation).scatter(-1, free_list, sorted_allocation)
+            ga = allocation_gate.unsqueeze(-1)
+            new_ww = write_gate.unsqueeze(-1) * (ga * allocation.unsqueeze(1) + (1.0 - ga) * write_content)
+        else:
+            new_ww = write_gate.unsqueeze(-1) * write_content
+        new_memory = _EraseAndWrite.forward(memory, new_ww, erase, write_vector)
+        # read content weighting on M_t
+        read_similarity = _CosineSimilarity.forward(new_memory, read_keys, eps)  # (B, R, N)
+        read_content = torch.softmax(read_similarity * strengths[:, :r].unsqueeze(-1), dim=-1)
+        if config.temporal_links:
+            new_link, fwd, bwd, new_prec = _LinkAndDirections.forward(link, precedence, new_ww, read_weights)
+            directional = modes[..., 0:1] * bwd[:, :, 0] + modes[..., 1:2] * fwd[:, :, 0]
+            new_rw = modes[..., 2:3] * read_content + directional
+        else:
+            new_rw = read_content
+        reads = torch.bmm(new_rw, new_memory)
+        outputs = (reads, new_memory, new_usage)
+        if config.temporal_links:
+            outputs += (new_link, new_prec)
+        outputs += (new_rw, new_ww, write_similarity, write_content, read_similarity)
+        if config.temporal_links:  # (without links the read weights are the read content weights)
+            outputs += (read_content,)
+        if config.allocation:
+            outputs += (allocation, sorted_usage, free_list, sorted_products, sorted_allocation)
+        if config.temporal_links:
+            outputs += (fwd, bwd)
+        return outputs
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        config = inputs[-1]
+        ctx.config = config
+        n_state = 7 if config.temporal_links else 5
+        ctx.mark_non_differentiable(*output[n_state:])
+        ctx.save_for_backward(*inputs[:-1], *output[1:])
+
+    @staticmethod
+    def backward(ctx, *grads):
+        config = ctx.config
+        r, w, eps = config.num_read_heads, config.word_size, config.epsilon
+        saved = list(ctx.saved_tensors)
+        vector, memory, usage, link, precedence, read_weights, write_weights = saved[:7]
+        if torch.is_grad_enabled():
+            # double backward (second-order MAML, torch.func): the saved intermediates are cut from
+            # the graph (non-differentiable outputs), so recompute them from the inputs, recorded.
+            rest = list(_AccessStep.forward(*saved[:7], config)[1:])
+        else:
+            rest = saved[7:]
+        new_memory = rest[0]  # rest[1] is u_t, not needed
+        rest = rest[2:]
+        if config.temporal_links:
+            new_link, rest = rest[0], rest[2:]
+        new_rw, new_ww, write_similarity, write_content, read_similarity = rest[:5]
+        if config.temporal_links:
+            read_content, rest = rest[5], rest[6:]
+        else:
+            read_content, rest = new_rw, rest[5:]
+        if config.allocation:
+            allocation, sorted_usage, free_list, sorted_products, sorted_allocation = rest[:5]
+            rest = rest[5:]
+        if config.temporal_links:
+            fwd, bwd = rest
+        g_reads, g_memory, g_usage = grads[:3]
+        if config.temporal_links:
+            g_link, g_prec = grads[3:5]
+            g_rw, g_ww = grads[5:7]
+        else:
+            g_rw, g_ww = grads[3:5]
+        b = vector.shape[0]
+        keys, strengths, gates, modes = _AccessStep._activate(vector, config)
+        read_keys, write_key, write_vector = keys.split([r, 1, 1], dim=1)
+        erase = gates[:, :w].view(b, 1, w)
+        write_gate = gates[:, -1:]
+        # reads = w^r M_t
+        g_rw = g_rw + torch.bmm(g_reads, new_memory.transpose(1, 2))
+        g_memory = torch.baddbmm(g_memory, new_rw.transpose(1, 2), g_reads)
+        # read weighting
+        if config.temporal_links:
+            g_modes = torch.stack(
+                [(g_rw * bwd[:, :, 0]).sum(-1), (g_rw * fwd[:, :, 0]).sum(-1), (g_rw * read_content).sum(-1)],
+                dim=-1,
+            )
+            g_read_content = modes[..., 2:3] * g_rw
+            g_fwd = (modes[..., 1:2] * g_rw).unsqueeze(2)
+            g_bwd = (modes[..., 0:1] * g_rw).unsqueeze(2)
+        else:
+            g_read_content = g_rw
+        # read content weighting
+        g_logits = _softmax_backward(read_content, g_read_content)
+        g_read_strengths = (g_logits * read_similarity).sum(-1)
+        g_memory, g_read_keys = _cosine_backward(
+            new_memory, read_keys, read_similarity, eps, g_logits * strengths[:, :r].unsqueeze(-1), g_memory
+        )
+        # links
+        if config.temporal_links:
+            g_prev_link, g_prev_prec, g_ww_link, g_prev_rw = _link_backward(
+                link, precedence, new_ww, read_weights, new_link, g_link, g_fwd, g_bwd, g_prec
+            )
+            g_ww = g_ww + g_ww_link
+        else:
+            g_prev_link, g_prev_prec = torch.zeros_like(link), torch.zeros_like(precedence)
+            g_prev_rw = torch.zeros_like(read_weights)
+        # erase and write
+        g_prev_memory, g_ww_write, g_erase, g_write_vector = _erase_and_write_backward(
+            memory, new_ww, erase, write_vector, g_memory
+        )
+        g_ww = g_ww + g_ww_write
+        # write weighting
+        if config.allocation:
+            allocation_gate = gates[:, w + r : w + r + 1].unsqueeze(-1)  # (B, 1, 1)
+            alloc = allocation.unsqueeze(1)
+            inner = allocation_gate * alloc + (1.0 - allocation_gate) * write_content
+            g_write_gate = (g_ww * inner).sum(-1)  # (B, 1)
+            g_inner = write_gate.unsqueeze(-1) * g_ww
+            g_allocation_gate = (g_inner * (alloc - write_content)).sum(-1)
+            g_write_content = (1.0 - allocation_gate) * g_inner
+            # allocation: a[phi_j] = (1 - s_j) prod_{i<j} s_i with s the sorted eps + (1 - eps) u
+            g_sorted = (allocation_gate * g_inner)[:, 0].gather(-1, free_list)
+            tail = (g_sorted * sorted_allocation).flip(-1).cumsum(-1).flip(-1)  # sum_{j >= k}
+            tail = torch.cat([tail[:, 1:], torch.zeros_like(tail[:, :1])], dim=-1)  # sum_{j > k}
+            g_sorted_usage = tail / sorted_usage - g_sorted * sorted_products
+            g_usage = g_usage + (1.0 - eps) * torch.zeros_like(g_sorted_usage).scatter(
+                -1, free_list, g_sorted_usage
+            )
+        else:
+            g_write_gate = (g_ww * write_content).sum(-1)
+            g_write_content = write_gate.unsqueeze(-1) * g_ww
+        # write content weighting
+        g_logits = _softmax_backward(write_content, g_write_content)
+        g_write_strength = (g_logits * write_similarity).sum(-1)
+        g_prev_memory, g_write_key = _cosine_backward(
+            memory, write_key, write_similarity, eps, g_logits * strengths[:, r:].unsqueeze(-1), g_prev_memory
+        )
+        # usage
+        prev_ww = write_weights[:, 0]
+        if config.allocation:
+            free_gates = gates[:, w : w + r]
+            kept = 1.0 - free_gates.unsqueeze(-1) * read_weights  # (B, R, N)
+            others = _exclusive_cumprod(kept, dim=1) * _exclusive_cumprod(kept.flip(1), dim=1).flip(1)
+            psi = torch.prod(kept, dim=1)
+            if config.usage_decay != 1.0:
+                psi = psi * config.usage_decay
+            pre = usage + prev_ww - usage * prev_ww
+            g_kept = (g_usage * pre * config.usage_decay).unsqueeze(1) * others
+            g_free_gates = -(g_kept * read_weights).sum(-1)
+            g_prev_rw = g_prev_rw - g_kept * free_gates.unsqueeze(-1)
+        else:
+            psi = config.usage_decay
+        g_pre = g_usage * psi
+        g_prev_usage = g_pre * (1.0 - prev_ww)
+        g_prev_ww = (g_pre * (1.0 - usage)).unsqueeze(1)
+        # activations
+        g_keys = torch.cat([g_read_keys, g_write_key, g_write_vector], dim=1).view(b, -1)
+        g_strengths = torch.cat([g_read_strengths, g_write_strength], dim=-1)
+        g_strengths = g_strengths * torch.sigmoid(vector[:, (r + 2) * w : (r + 2) * w + r + 1])
+        g_gate_parts = [g_erase.view(b, w)]
+        if config.allocation:
+            g_gate_parts += [g_free_gates, g_allocation_gate]
+        g_gates = torch.cat([*g_gate_parts, g_write_gate], dim=-1) * gates * (1.0 - gates)
+        parts = [g_keys, g_strengths, g_gates]
+        if config.temporal_links:
+            parts.append(_softmax_backward(modes, g_modes).reshape(b, -1))
+        g_vector = torch.cat(parts, dim=-1)
+        return g_vector, g_prev_memory, g_prev_usage, g_prev_link, g_prev_prec, g_prev_rw, g_prev_ww, None
+
+
+def access_step(vector: Tensor, state: tuple[Tensor, ...], config) -> tuple[Tensor, tuple[Tensor, ...]]:
+    """One memory-access step for one write head as a single autograd node (see :class:`_AccessStep`);
+    the same values and gradients as ``MemoryAccess(config)(parse_interface(vector, config), state)``.
+
+    :param vector: the raw interface ``xi_t`` (B, interface_size(config)).
+    :param state: the previous memory state fields ``(M, u, L, p, w^r, w^w, r)`` (``MemoryState``).
+    :param config: a ``MemoryConfig`` with ``num_write_heads == 1``.
+    :return: ``(read_vectors (B, R, W), new state fields in MemoryState order)``.
+    """
+    memory, usage, link, precedence, read_weights, write_weights, _ = state
+    out = _apply(_AccessStep, vector, memory, usage, link, precedence, read_weights, write_weights, config)
+    reads, new_memory, new_usage = out[:3]
+    if config.temporal_links:
+        new_link, new_prec, new_rw, new_ww = out[3:7]
+    else:
+        new_link, new_prec, new_rw, new_ww = link, precedence, out[3], out[4]
+    return reads, (new_memory, new_usage, new_link, new_prec, new_rw, new_ww, reads)
