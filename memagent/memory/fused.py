@@ -237,11 +237,16 @@ def _cosine_backward(
     epsilon: float,
     grad: Tensor,
     grad_memory_in: Tensor | None = None,
+    norms: tuple[Tensor, Tensor] | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Backward of :class:`_CosineSimilarity`: gradients of ``(M, k)``; the gradient of ``M`` is
-    added to ``grad_memory_in`` (B, N, W) when given (one pass fewer than a separate sum)."""
-    # the norms are recomputed (O(B (H + N) W), cheap) rather than kept as activations
-    key_norm, memory_norm, denominator = _CosineSimilarity._norms(memory, keys, epsilon)
+    added to ``grad_memory_in`` (B, N, W) when given (one pass fewer than a separate sum). ``norms``
+    are the forward's ``(|k| (B, H), |M| (B, N))``; recomputed when not given."""
+    if norms is None:  # recompute (O(B (H + N) W)) rather than keep them as activations
+        key_norm, memory_norm, denominator = _CosineSimilarity._norms(memory, keys, epsilon)
+    else:
+        key_norm, memory_norm = norms
+        denominator = key_norm.unsqueeze(-1) * memory_norm.unsqueeze(1) + epsilon
     grad_dot = grad / denominator  # (B, H, N)
     grad_denominator = -grad_dot * similarity
     grad_key_norm = (grad_denominator * memory_norm.unsqueeze(1)).sum(-1)  # (B, H)
@@ -386,7 +391,8 @@ class _AccessStep(torch.autograd.Function):
         else:
             new_usage = new_usage * config.usage_decay
         # write content weighting on M_{t-1}
-        write_similarity = _CosineSimilarity.forward(memory, write_key, eps)  # (B, 1, N)
+        write_norms = _CosineSimilarity._norms(memory, write_key, eps)
+        write_similarity = torch.bmm(write_key, memory.transpose(1, 2)).div_(write_norms[2])  # (B, 1, N)
         write_content = torch.softmax(write_similarity * strengths[:, r:].unsqueeze(-1), dim=-1)
         if config.allocation:
             sorted_usage, free_list = torch.sort(eps + (1.0 - eps) * new_usage, dim=-1, stable=True)
@@ -399,7 +405,8 @@ class _AccessStep(torch.autograd.Function):
             new_ww = write_gate.unsqueeze(-1) * write_content
         new_memory = _EraseAndWrite.forward(memory, new_ww, erase, write_vector)
         # read content weighting on M_t
-        read_similarity = _CosineSimilarity.forward(new_memory, read_keys, eps)  # (B, R, N)
+        read_norms = _CosineSimilarity._norms(new_memory, read_keys, eps)
+        read_similarity = torch.bmm(read_keys, new_memory.transpose(1, 2)).div_(read_norms[2])  # (B, R, N)
         read_content = torch.softmax(read_similarity * strengths[:, :r].unsqueeze(-1), dim=-1)
         if config.temporal_links:
             new_link, fwd, bwd, new_prec = _LinkAndDirections.forward(link, precedence, new_ww, read_weights)
@@ -417,7 +424,8 @@ class _AccessStep(torch.autograd.Function):
         if config.allocation:
             outputs += (allocation, sorted_usage, free_list, sorted_products, sorted_allocation)
         if config.temporal_links:
-            outputs += (fwd, bwd)
+            outputs += (fwd, bwd, modes)
+        outputs += (strengths, gates, *write_norms[:2], *read_norms[:2])
         return outputs
 
     @staticmethod
@@ -453,7 +461,8 @@ class _AccessStep(torch.autograd.Function):
             allocation, sorted_usage, free_list, sorted_products, sorted_allocation = rest[:5]
             rest = rest[5:]
         if config.temporal_links:
-            fwd, bwd = rest
+            fwd, bwd, modes, rest = rest[0], rest[1], rest[2], rest[3:]
+        strengths, gates, write_key_norm, memory_norm, read_key_norm, new_memory_norm = rest
         g_reads, g_memory, g_usage = grads[:3]
         if config.temporal_links:
             g_link, g_prec = grads[3:5]
@@ -461,7 +470,7 @@ class _AccessStep(torch.autograd.Function):
         else:
             g_rw, g_ww = grads[3:5]
         b = vector.shape[0]
-        keys, strengths, gates, modes = _AccessStep._activate(vector, config)
+        keys = vector[:, : (r + 2) * w].reshape(b, r + 2, w)
         read_keys, write_key, write_vector = keys.split([r, 1, 1], dim=1)
         erase = gates[:, :w].view(b, 1, w)
         write_gate = gates[:, -1:]
@@ -483,7 +492,13 @@ class _AccessStep(torch.autograd.Function):
         g_logits = _softmax_backward(read_content, g_read_content)
         g_read_strengths = (g_logits * read_similarity).sum(-1)
         g_memory, g_read_keys = _cosine_backward(
-            new_memory, read_keys, read_similarity, eps, g_logits * strengths[:, :r].unsqueeze(-1), g_memory
+            new_memory,
+            read_keys,
+            read_similarity,
+            eps,
+            g_logits * strengths[:, :r].unsqueeze(-1),
+            g_memory,
+            (read_key_norm, new_memory_norm),
         )
         # links
         if config.temporal_links:
@@ -523,7 +538,13 @@ class _AccessStep(torch.autograd.Function):
         g_logits = _softmax_backward(write_content, g_write_content)
         g_write_strength = (g_logits * write_similarity).sum(-1)
         g_prev_memory, g_write_key = _cosine_backward(
-            memory, write_key, write_similarity, eps, g_logits * strengths[:, r:].unsqueeze(-1), g_prev_memory
+            memory,
+            write_key,
+            write_similarity,
+            eps,
+            g_logits * strengths[:, r:].unsqueeze(-1),
+            g_prev_memory,
+            (write_key_norm, memory_norm),
         )
         # usage
         prev_ww = write_weights[:, 0]
