@@ -328,6 +328,33 @@ def test_torch_func_grad_vmap_and_second_order_through_functional_call(hw):
         torch.testing.assert_close(second[name], expected[name], rtol=1e-8, atol=1e-10)
 
 
+def test_compile_access_argument_is_checked():
+    with pytest.raises(ValueError, match="compile_access"):
+        DNC(3, 8, 2, CFG, compile_access=True)  # two write heads
+    with pytest.raises(ValueError, match="compile_access"):
+        DNC(3, 8, 2, MemoryConfig(num_write_heads=1), fused=False, compile_access=True)
+    with pytest.raises(TypeError, match="compile_access"):
+        DNC(3, 8, 2, MemoryConfig(num_write_heads=1), compile_access=1)
+
+
+@pytest.mark.slow  # torch.compile takes ~1 min; the eager access step is covered by the tests above
+def test_compiled_access_step_equals_eager():
+    cfg = MemoryConfig(memory_size=6, word_size=4, num_read_heads=2, num_write_heads=1)
+    torch.manual_seed(0)
+    eager = DNC(3, 8, 2, cfg).double()
+    compiled = DNC(3, 8, 2, cfg, compile_access=True).double()
+    compiled.load_state_dict(eager.state_dict())
+    x = rand(3, 5, 3, dtype=torch.float64)
+    outs = []
+    for model in (eager, compiled):
+        y, state = model(x)
+        (y.pow(2).sum() + state.memory.sum()).backward()
+        outs.append((y.detach(), [p.grad.clone() for p in model.parameters()]))
+    torch.testing.assert_close(outs[1][0], outs[0][0], rtol=1e-9, atol=1e-11)
+    for a, e in zip(outs[1][1], outs[0][1]):
+        torch.testing.assert_close(a, e, rtol=1e-7, atol=1e-9)
+
+
 def test_checkpointed_dnc_equals_plain_dnc():
     torch.manual_seed(0)
     plain = DNC(3, 8, 2, CFG).double()

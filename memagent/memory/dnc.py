@@ -59,6 +59,9 @@ class DNC(nn.Module):
         ``checkpoint_steps`` steps and recompute the steps in between during backward (gradient
         checkpointing through time): activation memory falls roughly by that factor, time rises by
         about one forward pass. Values and gradients are unchanged.
+    :param compile_access: opt-in: run the memory-access step (forward and backward) through
+        ``torch.compile`` (needs ``fused=True`` and one write head; not under ``torch.func``
+        transforms). On CPU training is ~1.4x faster after ~40 s of compilation per batch size.
     """
 
     def __init__(
@@ -70,6 +73,7 @@ class DNC(nn.Module):
         *,
         fused: bool = True,
         checkpoint_steps: int | None = None,
+        compile_access: bool = False,
     ) -> None:
         super().__init__()
         _check_positive_int("input_size", input_size)
@@ -82,6 +86,14 @@ class DNC(nn.Module):
         memory = MemoryConfig() if memory is None else memory
         if not isinstance(memory, MemoryConfig):
             raise TypeError(f"DNC: memory must be a MemoryConfig, got {type(memory).__name__}")
+        if not isinstance(compile_access, bool):
+            raise TypeError(f"DNC: compile_access must be a bool, got {compile_access!r}")
+        if compile_access and (not fused or memory.num_write_heads != 1):
+            raise ValueError(
+                "DNC: compile_access=True needs fused=True and memory.num_write_heads == 1, got "
+                f"fused={fused}, num_write_heads={memory.num_write_heads}"
+            )
+        self.compile_access = compile_access
         self.input_size = input_size
         self.hidden_size = hidden_size
         self.output_size = output_size
@@ -235,7 +247,9 @@ class DNC(nn.Module):
             c = sig[:, hsize : 2 * hsize] * c + sig[:, :hsize] * torch.tanh(gates[:, 2 * hsize : 3 * hsize])
             h = sig[:, 3 * hsize :] * torch.tanh(c)
         if self.fused and self.config.num_write_heads == 1:  # the whole access step as one autograd node
-            reads, fields = fused.access_step(self.interface.linear(h), mem, self.config)
+            reads, fields = fused.access_step(
+                self.interface.linear(h), mem, self.config, compiled=self.compile_access
+            )
             mem = MemoryState(*fields)
         else:
             reads, mem = self.access(self.interface(h), mem)
