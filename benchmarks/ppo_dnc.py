@@ -153,7 +153,7 @@ def main() -> None:
     th.set_num_threads(1)
     quick = args.quick
     seeds = list(range(args.seeds if args.seeds is not None else (1 if quick else 3)))
-    cartpole_steps = args.cartpole_steps or (10_240 if quick else 100_352)
+    cartpole_steps = args.cartpole_steps or (10_240 if quick else 286_720)
     regression_steps = args.regression_steps or (4_096 if quick else 30_720)
     tp_steps = args.tp_steps or (1024 if quick else 2048)
     tp_rounds = args.tp_rounds or 2
