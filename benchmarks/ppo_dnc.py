@@ -148,7 +148,9 @@ def main() -> None:
     parser.add_argument("--tp-rounds", type=int, default=None, help="interleaved timed rounds")
     parser.add_argument("--tp-envs", nargs="*", default=["CartPole-v1", REGRESSION_ID])
     parser.add_argument("--skip", nargs="*", default=[], choices=["throughput", "cartpole", "regression"])
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--out", type=Path, default=None, help=f"results file (default {RESULTS}; --quick writes none)"
+    )
     args = parser.parse_args()
     th.set_num_threads(1)
     quick = args.quick
@@ -229,8 +231,10 @@ def main() -> None:
 
     text = "\n".join(lines)
     print(text)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text + "\n")
+    out = args.out if args.out is not None else (None if quick else RESULTS)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text + "\n")
 
 
 def _fmt(kwargs: dict[str, Any]) -> str:
