@@ -16,19 +16,16 @@ from typing import Any
 
 import numpy as np
 
-from memagent.training.algos import ALGOS
 from memagent.training.config import TrainConfig
 from memagent.training.run import RunResult, atomic_write_text, new_run_dir, train
 
 MAIN_ENV = "memagent/NonStationaryRegression-v0"
 MAIN_ENV_KWARGS: dict[str, Any] = {"dim": 2}
 MAIN_TIMESTEPS = 20_000
+MEMORY_AGENT = "ppo_dnc"
 BASELINE = "ppo"
 
 
-def memory_agent() -> str:
-    """``ppo_dnc`` when the DNC agent is available in this checkout, else ``ppo_lstm`` as a stand-in."""
-    return "ppo_dnc" if ALGOS["ppo_dnc"].available() else "ppo_lstm"
 
 
 def _row(name: str, r: RunResult) -> dict[str, Any]:
@@ -83,14 +80,12 @@ def run_main_job(
     :param env_kwargs: overrides of the env's keyword arguments (default ``dim=2``).
     :returns: the exit status (0, or 130 when interrupted: each run's checkpoint can be resumed).
     """
-    memory, baseline = algos or (memory_agent(), BASELINE)
+    memory, baseline = algos or (MEMORY_AGENT, BASELINE)
     say = print if verbose else (lambda *a, **k: None)
     say(
         f"memagent main job: {memory} (memory) vs {baseline} (memoryless) on {MAIN_ENV} "
         f"{MAIN_ENV_KWARGS}, {n_timesteps} steps each, seed {seed}"
     )
-    if memory != "ppo_dnc":
-        say("  (the DNC agent is not available in this checkout: using the LSTM agent ppo_lstm instead)")
     results: dict[str, RunResult] = {}
     for algo in (memory, baseline):
         say(f"training {algo} ...", flush=True)
