@@ -62,6 +62,26 @@ class _SequenceStorage:
     generator_ready: bool
     device: th.device
 
+    def __init__(
+        self,
+        buffer_size: int,
+        observation_space: spaces.Space,
+        action_space: spaces.Space,
+        sequence_length: int,
+        device: th.device | str = "auto",
+        gae_lambda: float = 1,
+        gamma: float = 0.99,
+        n_envs: int = 1,
+        seed: int | None = None,
+    ) -> None:
+        self._init_sequences(buffer_size, sequence_length, seed)
+        super().__init__(buffer_size, observation_space, action_space, device, gae_lambda, gamma, n_envs)
+
+    def add(self, *args: Any, states: CoreStates, **kwargs: Any) -> None:  # type: ignore[override]
+        """Add one step (SB3's arguments) and ``states``, the cores' states *before* this step."""
+        self._store_states(states)
+        super().add(*args, **kwargs)
+
     def _init_sequences(self, buffer_size: int, sequence_length: int, seed: int | None) -> None:
         if not isinstance(sequence_length, (int, np.integer)) or sequence_length < 1:
             raise ValueError(f"sequence_length must be a positive int, got {sequence_length!r}")
@@ -201,46 +221,6 @@ class SequenceRolloutBuffer(_SequenceStorage, RolloutBuffer):
     :param seed: seed of the generator that shuffles the sequences into minibatches.
     """
 
-    def __init__(
-        self,
-        buffer_size: int,
-        observation_space: spaces.Space,
-        action_space: spaces.Space,
-        sequence_length: int,
-        device: th.device | str = "auto",
-        gae_lambda: float = 1,
-        gamma: float = 0.99,
-        n_envs: int = 1,
-        seed: int | None = None,
-    ) -> None:
-        self._init_sequences(buffer_size, sequence_length, seed)
-        super().__init__(buffer_size, observation_space, action_space, device, gae_lambda, gamma, n_envs)
-
-    def add(self, *args: Any, states: CoreStates, **kwargs: Any) -> None:  # type: ignore[override]
-        """Add one step (SB3's arguments) and ``states``, the cores' states *before* this step."""
-        self._store_states(states)
-        super().add(*args, **kwargs)
-
 
 class SequenceDictRolloutBuffer(_SequenceStorage, DictRolloutBuffer):
     """:class:`SequenceRolloutBuffer` for ``Dict`` observations (same parameters)."""
-
-    def __init__(
-        self,
-        buffer_size: int,
-        observation_space: spaces.Dict,
-        action_space: spaces.Space,
-        sequence_length: int,
-        device: th.device | str = "auto",
-        gae_lambda: float = 1,
-        gamma: float = 0.99,
-        n_envs: int = 1,
-        seed: int | None = None,
-    ) -> None:
-        self._init_sequences(buffer_size, sequence_length, seed)
-        super().__init__(buffer_size, observation_space, action_space, device, gae_lambda, gamma, n_envs)
-
-    def add(self, *args: Any, states: CoreStates, **kwargs: Any) -> None:  # type: ignore[override]
-        """Add one step (SB3's arguments) and ``states``, the cores' states *before* this step."""
-        self._store_states(states)
-        super().add(*args, **kwargs)
