@@ -40,6 +40,20 @@ __all__ = ["PrioritizedDQN", "PrioritizedSAC", "PrioritizedTD3", "reduce_twin_td
 _TD_REDUCTIONS = ("mean", "max", "min")
 
 
+def _weighted_twin_td(
+    current_q_values: tuple[th.Tensor, ...], target_q_values: th.Tensor, weights: th.Tensor
+) -> tuple[th.Tensor, list[th.Tensor]]:
+    """Sum over the critics of the importance-weighted mean squared TD error ``mean_i w_i δ_i²``, and each
+    critic's ``|δ|``, all ``(B, 1)``, for the priority update."""
+    loss = sum(
+        (weights * F.mse_loss(current_q, target_q_values, reduction="none")).mean()
+        for current_q in current_q_values
+    )
+    assert isinstance(loss, th.Tensor)
+    abs_td = [(current_q.detach() - target_q_values).abs() for current_q in current_q_values]
+    return loss, abs_td
+
+
 def reduce_twin_td(abs_td: list[th.Tensor], how: str = "mean") -> th.Tensor:
     """Combine the critics' absolute TD errors, each ``(B, 1)``, into one priority signal ``(B,)``."""
     if how not in _TD_REDUCTIONS:
@@ -192,20 +206,14 @@ class PrioritizedSAC(_PrioritizedMixin, SAC):
 
             current_q_values = self.critic(replay_data.observations, replay_data.actions)
 
-            # Each critic's per-sample squared error weighted by w_i (B, 1), then the mean.
-            weights = replay_data.weights
-            critic_loss = 0.5 * sum(
-                (weights * F.mse_loss(current_q, target_q_values, reduction="none")).mean()
-                for current_q in current_q_values
-            )
-            assert isinstance(critic_loss, th.Tensor)
+            critic_loss, abs_td = _weighted_twin_td(current_q_values, target_q_values, replay_data.weights)
+            critic_loss = 0.5 * critic_loss  # SB3's SAC halves the summed critic losses
             critic_losses.append(critic_loss.item())
 
             self.critic.optimizer.zero_grad()
             critic_loss.backward()
             self.critic.optimizer.step()
 
-            abs_td = [(current_q.detach() - target_q_values).abs() for current_q in current_q_values]
             buffer.update_priorities(replay_data.indices, reduce_twin_td(abs_td, self.td_reduction))
 
             q_values_pi = th.cat(self.critic(replay_data.observations, actions_pi), dim=1)
@@ -265,19 +273,13 @@ class PrioritizedTD3(_PrioritizedMixin, TD3):
 
             current_q_values = self.critic(replay_data.observations, replay_data.actions)
 
-            weights = replay_data.weights
-            critic_loss = sum(
-                (weights * F.mse_loss(current_q, target_q_values, reduction="none")).mean()
-                for current_q in current_q_values
-            )
-            assert isinstance(critic_loss, th.Tensor)
+            critic_loss, abs_td = _weighted_twin_td(current_q_values, target_q_values, replay_data.weights)
             critic_losses.append(critic_loss.item())
 
             self.critic.optimizer.zero_grad()
             critic_loss.backward()
             self.critic.optimizer.step()
 
-            abs_td = [(current_q.detach() - target_q_values).abs() for current_q in current_q_values]
             buffer.update_priorities(replay_data.indices, reduce_twin_td(abs_td, self.td_reduction))
 
             if self._n_updates % self.policy_delay == 0:
