@@ -218,6 +218,16 @@ def load_suite(path: str | Path) -> Suite:
 # --------------------------------------------------------------------------- one run
 
 
+def _record_header(job: Job) -> dict[str, Any]:
+    """The fields that name a run in its result record."""
+    return {"run_id": job.run_id, "algo": job.algo_name, "env": job.env_name, "seed": job.seed}
+
+
+def _failed_record(job: Job, exc: BaseException) -> dict[str, Any]:
+    """The record of a run whose worker (process or Ray task) failed before returning one."""
+    return {**_record_header(job), "status": "failed", "error": f"{type(exc).__name__}: {exc}"}
+
+
 def run_job(job: Job) -> dict[str, Any]:
     """Train one run (in whatever process calls it) and return its result record.
 
@@ -228,12 +238,7 @@ def run_job(job: Job) -> dict[str, Any]:
     torch.set_num_threads(1)
     from memagent.training.run import train
 
-    record: dict[str, Any] = {
-        "run_id": job.run_id,
-        "algo": job.algo_name,
-        "env": job.env_name,
-        "seed": job.seed,
-    }
+    record = _record_header(job)
     start = time.perf_counter()
     try:
         cfg = TrainConfig.from_dict(job.config)
@@ -296,14 +301,7 @@ def run_local(jobs: list[Job], n_jobs: int, on_result: Callable[[Job, dict[str, 
             try:
                 record = fut.result()
             except Exception as exc:  # worker died
-                record = {
-                    "run_id": job.run_id,
-                    "algo": job.algo_name,
-                    "env": job.env_name,
-                    "seed": job.seed,
-                    "status": "failed",
-                    "error": f"{type(exc).__name__}: {exc}",
-                }
+                record = _failed_record(job, exc)
             on_result(job, record)
 
 
@@ -326,14 +324,7 @@ def run_ray(jobs: list[Job], address: str | None, on_result: Callable[[Job, dict
             try:
                 record = ray.get(ref)
             except Exception as exc:  # task failed on the cluster
-                record = {
-                    "run_id": job.run_id,
-                    "algo": job.algo_name,
-                    "env": job.env_name,
-                    "seed": job.seed,
-                    "status": "failed",
-                    "error": f"{type(exc).__name__}: {exc}",
-                }
+                record = _failed_record(job, exc)
             on_result(job, record)
 
 
