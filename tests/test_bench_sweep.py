@@ -54,6 +54,62 @@ def test_suite_expands_to_jobs(suite_file, tmp_path):
     assert cfg["env_kwargs"] == {"dim": 2, "episode_length": 32, "period": 8} and cfg["n_timesteps"] == 64
 
 
+def test_suite_device_reaches_every_run(tmp_path):
+    p = tmp_path / "s.yml"
+    p.write_text("device: cpu\nalgos: [ppo, {name: a2c_gpu, algo: a2c, device: cuda}]\nenvs: [CartPole-v1]\n")
+    jobs = load_suite(p).jobs(tmp_path / "out")
+    assert [j.config["device"] for j in jobs] == ["cpu"] * 3 + ["cuda"] * 3  # an entry overrides the suite
+    p.write_text("algos: [ppo]\nenvs: [CartPole-v1]\n")
+    assert load_suite(p).jobs(tmp_path)[0].config["device"] == "auto"  # SB3's choice by default
+
+
+def test_select_restricts_entries_and_keeps_run_ids(suite_file, tmp_path):
+    suite = load_suite(suite_file)
+    part = suite.select(algos=["ppo_fs2"])
+    assert [j.run_id for j in part.jobs(tmp_path)] == ["ppo_fs2__reg__s0"]
+    assert [a["name"] for a in suite.algos] == ["ppo", "ppo_fs2"]  # the suite itself is unchanged
+    assert len(suite.select(envs=["reg"]).jobs(tmp_path)) == 2
+    with pytest.raises(UsageError, match=r"--algos.*\['sac'\]"):
+        suite.select(algos=["sac"])
+    with pytest.raises(UsageError, match="--envs"):
+        suite.select(envs=["pendulum"])
+
+
+def test_cli_runs_only_the_named_algos_and_reports_the_rest(suite_file, tmp_path, capsys, monkeypatch):
+    ran = []
+    monkeypatch.setattr(
+        sweep_mod,
+        "run_job",
+        lambda job: (
+            ran.append(job.run_id)
+            or {
+                "run_id": job.run_id,
+                "status": "done",
+                "algo": job.algo_name,
+                "env": job.env_name,
+                "seed": job.seed,
+                "final_return": -1.0,
+                "eval_timesteps": [32, 64],
+                "eval_returns": [-2.0, -1.0],
+                "steps_per_second": 10.0,
+            }
+        ),
+    )
+    out = tmp_path / "o"
+    assert bench_main([str(suite_file), "-o", str(out), "--n-jobs", "1", "--algos", "ppo_fs2"]) == 0
+    assert ran == ["ppo_fs2__reg__s0"]
+    assert bench_main([str(suite_file), "-o", str(out), "--n-jobs", "1", "--algos=ppo", "--reps", "50"]) == 0
+    assert ran == ["ppo_fs2__reg__s0", "ppo__reg__s0"]
+    report = (out / "report.md").read_text()
+    assert "| reg | ppo | 1 |" in report and "| reg | ppo_fs2 | 1 |" in report
+    assert "--algos" not in report and "--reps 50" in report  # the command that remakes the whole report
+    assert bench_main([str(suite_file), "-o", str(out), "--algos", "nope"]) == 2
+    assert "--algos" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        bench_main([str(suite_file), "--envs", "a,,b"])
+    assert exc.value.code == 2
+
+
 @pytest.mark.parametrize(
     ("text", "key"),
     [

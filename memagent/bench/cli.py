@@ -27,7 +27,38 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     p.add_argument("--report", default=None, help="also copy the Markdown report to this path")
     p.add_argument("--report-only", action="store_true", help="do not run anything; report the finished runs")
     p.add_argument("--reps", type=positive_int, default=None, help="bootstrap replicates (default: suite's)")
+    p.add_argument(
+        "--algos",
+        type=name_list,
+        default=None,
+        help="run only these algo entries (comma-separated suite names); the report covers all finished runs",
+    )
+    p.add_argument(
+        "--envs", type=name_list, default=None, help="run only these env entries (comma-separated)"
+    )
     return p
+
+
+def name_list(text: str) -> list[str]:
+    """``"a,b"`` -> ``["a", "b"]``; empty names are an error."""
+    names = [n.strip() for n in text.split(",")]
+    if not all(names):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of names")
+    return names
+
+
+def _report_command_args(argv: list[str]) -> list[str]:
+    """The command line that reproduces the report: a rerun skips finished runs, so ``--report-only``
+    and the ``--algos``/``--envs`` restrictions (parts of one sweep) are left out."""
+    shown, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a in ("--algos", "--envs"):
+            skip = True
+        elif a != "--report-only" and not a.startswith(("--algos=", "--envs=")):
+            shown.append(a)
+    return shown
 
 
 def main(argv: Sequence[str] | None = None, prog: str = "python -m memagent.bench") -> int:
@@ -39,7 +70,12 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m memagent.benc
         out = Path(args.out or Path("logs") / "bench" / suite.name)
         if not args.report_only:
             counts = run_sweep(
-                suite, out, n_jobs=args.n_jobs, use_ray=args.ray, ray_address=args.ray_address, progress=print
+                suite.select(args.algos, args.envs),
+                out,
+                n_jobs=args.n_jobs,
+                use_ray=args.ray,
+                ray_address=args.ray_address,
+                progress=print,
             )
             print(
                 f"sweep {suite.name}: {counts['total']} runs, {counts['skipped']} already finished, "
@@ -49,7 +85,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m memagent.benc
         if not records:
             print(f"no finished runs in {out}")
             return 1
-        shown = [a for a in argv if a != "--report-only"]  # a rerun skips finished runs: same report
+        shown = _report_command_args(argv)
         command = (
             shlex.join(["python", *prog.split()[-2:], *shown])
             if prog.startswith("train.py")

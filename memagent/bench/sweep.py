@@ -15,7 +15,8 @@ Suite file::
       - {name: ppo_dnc, algo: ppo_dnc, hyperparams: {n_steps: 256}}
     envs:
       - memagent/NonStationaryRegression-v0
-      - {name: regression-reward, id: memagent/NonStationaryRegressionReward-v0, env_kwargs: {input_dim: 2}}
+      - {name: regression-reward, id: memagent/NonStationaryRegressionReward-v0, env_kwargs: {dim: 2}}
+    device: cpu               # torch device of every run ("auto": SB3's choice; an entry may override it)
 
 Every run writes ``<out>/results/<algo>__<env>__s<seed>.json`` atomically (temporary file, then
 ``os.replace``) when it finishes; a rerun skips runs whose result exists, so a killed sweep loses only
@@ -33,7 +34,7 @@ import re
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,7 @@ _TRAIN_KEYS = (
     "n_envs",
     "conf_file",
     "n_timesteps",
+    "device",
 )
 _SUITE_KEYS = {
     "name",
@@ -69,6 +71,7 @@ _SUITE_KEYS = {
     "metric",
     "reps",
     "run_figures",
+    "device",
 }
 
 
@@ -105,6 +108,22 @@ class Suite:
     reps: int = 2000
     run_figures: bool = True
     description: str = ""
+    device: str = "auto"
+
+    def select(self, algos: list[str] | None = None, envs: list[str] | None = None) -> Suite:
+        """The same suite restricted to the named algo / env entries (``None`` keeps all).
+
+        Runs keep their ids, so several restricted sweeps into one folder (say the slow algorithms on a
+        big machine, the rest here) add up to the whole suite and report together.
+        """
+        picked = {}
+        for flag, wanted, entries in (("--algos", algos, self.algos), ("--envs", envs, self.envs)):
+            names = [e["name"] for e in entries]
+            unknown = sorted(set(wanted or ()) - set(names))
+            if unknown:
+                raise UsageError(flag, f"unknown names {unknown}; the suite has {names}")
+            picked[flag] = [e for e in entries if wanted is None or e["name"] in wanted]
+        return replace(self, algos=picked["--algos"], envs=picked["--envs"])
 
     def jobs(self, out_dir: Path) -> list[Job]:
         """All runs, algorithm-major; each carries a plain-data :class:`TrainConfig`."""
@@ -124,6 +143,7 @@ class Suite:
                         verbose=0,
                         progress_bar=False,
                         figures=self.run_figures,
+                        device=self.device,
                     )
                     for source in (env, algo):  # the algo entry wins (e.g. its own budget)
                         for key in _TRAIN_KEYS:
@@ -207,6 +227,7 @@ def load_suite(path: str | Path) -> Suite:
         reps=int(raw.get("reps", 2000)),
         run_figures=bool(raw.get("run_figures", True)),
         description=str(raw.get("description", "")),
+        device=str(raw.get("device", "auto")),
     )
     if suite.baseline is not None and suite.baseline not in [a["name"] for a in suite.algos]:
         raise UsageError(
