@@ -63,6 +63,21 @@ def test_suite_device_reaches_every_run(tmp_path):
     assert load_suite(p).jobs(tmp_path)[0].config["device"] == "auto"  # SB3's choice by default
 
 
+def _record(algo, env, seed, value, run_dir=None):
+    return {
+        "run_id": f"{algo}__{env}__s{seed}",
+        "status": "done",
+        "algo": algo,
+        "env": env,
+        "seed": seed,
+        "final_return": value,
+        "eval_timesteps": [32, 64],
+        "eval_returns": [value - 1.0, value],
+        "steps_per_second": 10.0,
+        **({"run_dir": run_dir} if run_dir else {}),
+    }
+
+
 def test_select_restricts_entries_and_keeps_run_ids(suite_file, tmp_path):
     suite = load_suite(suite_file)
     part = suite.select(algos=["ppo_fs2"])
@@ -77,24 +92,8 @@ def test_select_restricts_entries_and_keeps_run_ids(suite_file, tmp_path):
 
 def test_cli_runs_only_the_named_algos_and_reports_the_rest(suite_file, tmp_path, capsys, monkeypatch):
     ran = []
-    monkeypatch.setattr(
-        sweep_mod,
-        "run_job",
-        lambda job: (
-            ran.append(job.run_id)
-            or {
-                "run_id": job.run_id,
-                "status": "done",
-                "algo": job.algo_name,
-                "env": job.env_name,
-                "seed": job.seed,
-                "final_return": -1.0,
-                "eval_timesteps": [32, 64],
-                "eval_returns": [-2.0, -1.0],
-                "steps_per_second": 10.0,
-            }
-        ),
-    )
+    fake = lambda job: ran.append(job.run_id) or _record(job.algo_name, job.env_name, job.seed, -1.0)  # noqa: E731
+    monkeypatch.setattr(sweep_mod, "run_job", fake)
     out = tmp_path / "o"
     assert bench_main([str(suite_file), "-o", str(out), "--n-jobs", "1", "--algos", "ppo_fs2"]) == 0
     assert ran == ["ppo_fs2__reg__s0"]
@@ -165,6 +164,22 @@ def test_sweep_runs_reports_and_resume_skips_finished(suite_file, tmp_path, monk
     names = {p.name for p in report["figures"]}
     assert {"learning_curves_reg.png", "switch_aligned_reg.png", "interval_estimates_reg.png"} <= names
     assert all(p.stat().st_size > 0 for p in report["figures"])
+
+
+def test_report_follows_suite_order_and_finds_figures_of_a_moved_sweep(tmp_path):
+    records = [_record(a, e, s, -float(s)) for e in ("zeta", "alpha") for a in ("b", "a") for s in (0, 1)]
+    records[0]["run_dir"] = "/elsewhere/runs/b__zeta__s0"  # ran on another machine, folder copied here
+    figure = tmp_path / "runs" / "b__zeta__s0" / "figures" / "dnc_memory.png"
+    figure.parent.mkdir(parents=True)
+    figure.write_bytes(b"png")
+    report = write_report(records, tmp_path, reps=50, order=["a", "b"], env_order=["zeta", "alpha"])
+    rows = [
+        line.split(" | ")[:2]
+        for line in report["table"].splitlines()
+        if line.startswith("| zeta") or line.startswith("| alpha")
+    ]
+    assert rows == [["| zeta", "a"], ["| zeta", "b"], ["| alpha", "a"], ["| alpha", "b"]]
+    assert figure in report["figures"]
 
 
 def test_failed_run_is_recorded_and_retried(tmp_path):

@@ -100,6 +100,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m memagent.benc
             title=f"Benchmark: {suite.name}: {suite.description or ''} "
             f"({suite.n_timesteps} steps per run, seeds {suite.seeds})",
             order=[a["name"] for a in suite.algos],
+            env_order=[e["name"] for e in suite.envs],
             command=command,
         )
     except UsageError as exc:

@@ -221,6 +221,19 @@ def write_figures(
     return paths
 
 
+def _dnc_figure(record: dict[str, Any], sweep_dir: Path) -> Path | None:
+    """A run's DNC memory figure: under its recorded ``run_dir``, or under ``<sweep>/runs/<run_id>`` for a
+    sweep folder moved from where it ran (runs done on another machine and copied in)."""
+    candidates = [Path(record["run_dir"])] if record.get("run_dir") else []
+    if record.get("run_id"):
+        candidates.append(sweep_dir / "runs" / record["run_id"])
+    for run_dir in candidates:
+        figure = run_dir / "figures" / "dnc_memory.png"
+        if figure.is_file():
+            return figure
+    return None
+
+
 def write_report(
     records: list[dict[str, Any]],
     out_dir: str | Path,
@@ -230,18 +243,22 @@ def write_report(
     title: str = "",
     order: list[str] | None = None,
     command: str = "",
+    env_order: list[str] | None = None,
 ) -> dict[str, Any]:
     """Write ``report.md``, ``runs.csv``, ``summary.csv`` and ``figures/`` into ``out_dir``.
+
+    Algorithms are listed in ``order`` and environments in ``env_order`` (the suite's), then first-seen.
 
     :returns: ``{"markdown": str, "rows": [...], "figures": [paths]}``.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    env_rank = {name: i for i, name in enumerate(env_order or [])}
+    records = sorted(records, key=lambda r: env_rank.get(r["env"], len(env_rank)))  # group() keeps it
     rows = summarize(records, metric=metric, baseline=baseline, reps=reps, order=order)
     table = markdown_table(rows, metric=metric, baseline=baseline)
     figures = write_figures(records, rows, out / "figures", metric=metric, order=order)
-    dnc = sorted(Path(r["run_dir"]) / "figures" / "dnc_memory.png" for r in records if r.get("run_dir"))
-    dnc = [p for p in dnc if p.is_file()]
+    dnc = sorted(figure for r in records if (figure := _dnc_figure(r, out)) is not None)
     parts = [f"# {title}\n" if title else "", f"Command: `{command}`\n\n" if command else "", table]
     parts.append(
         "\nIQM/mean over seeds with 95% stratified-bootstrap CIs; P(improve) is the probability "
