@@ -14,9 +14,10 @@ import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from memagent.memory import fused
+from memagent.memory import fused, native
 from memagent.memory.access import InterfaceLayer, MemoryAccess, MemoryState
 from memagent.memory.config import MemoryConfig
+from memagent.memory.native.sequence import dnc_sequence
 
 __all__ = ["DNC", "DNCState"]
 
@@ -168,6 +169,8 @@ class DNC(nn.Module):
                     f"got {tuple(episode_starts.shape)}"
                 )
 
+        if self._native_eligible(x, state):
+            return self._forward_native(x, state, episode_starts)
         cell = self.controller
         in_size = self.input_size
         # The input's share of the LSTM gates for all steps at once; per step only [r_{t-1}, h_{t-1}].
@@ -197,6 +200,35 @@ class DNC(nn.Module):
                 hidden_chunks.append(h_k)
                 read_chunks.append(r_k)
             hiddens, reads = torch.cat(hidden_chunks, dim=1), torch.cat(read_chunks, dim=1)
+        y = self.output(torch.cat([hiddens, reads], dim=-1))
+        return y, DNCState(*fields)
+
+    def _native_eligible(self, x: Tensor, state: DNCState) -> bool:
+        """Whether the whole sequence can run on the native kernel (:mod:`memagent.memory.native`):
+        one write head, fused, no compile / checkpointing during training, plain CPU float tensors."""
+        if not self.fused or self.compile_access or self.config.num_write_heads != 1:
+            return False
+        if self.checkpoint_steps is not None and torch.is_grad_enabled():
+            return False
+        return native.supports(x, *self.parameters(), *state)
+
+    def _forward_native(
+        self, x: Tensor, state: DNCState, episode_starts: Tensor | None
+    ) -> tuple[Tensor, DNCState]:
+        """:meth:`forward` on the native kernel: the recurrence as one autograd node
+        (:func:`memagent.memory.native.sequence.dnc_sequence`), the output layer over all steps at once."""
+        cell = self.controller
+        hiddens, reads, *fields = dnc_sequence(
+            self.config,
+            x,
+            cell.weight_ih,
+            cell.weight_hh,
+            cell.bias_ih + cell.bias_hh,
+            self.interface.linear.weight,
+            self.interface.linear.bias,
+            tuple(state),
+            episode_starts,
+        )
         y = self.output(torch.cat([hiddens, reads], dim=-1))
         return y, DNCState(*fields)
 

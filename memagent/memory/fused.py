@@ -15,6 +15,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from memagent.memory import native
+
 __all__ = [
     "temporal_link_and_directional_weightings",
     "erase_and_write",
@@ -373,6 +375,14 @@ class _AccessStep(torch.autograd.Function):
 
     @staticmethod
     def forward(vector, memory, usage, link, precedence, read_weights, write_weights, config):
+        inputs = (vector, memory, usage, link, precedence, read_weights, write_weights)
+        if native.supports(*inputs):  # the C kernel: returns the new state only (saves only the inputs)
+            return native.access_forward(config, *inputs)
+        return _AccessStep.forward_torch(*inputs, config)
+
+    @staticmethod
+    def forward_torch(vector, memory, usage, link, precedence, read_weights, write_weights, config):
+        """The step in torch operations: the new state and the intermediates backward needs."""
         b = vector.shape[0]
         r, w, eps = config.num_read_heads, config.word_size, config.epsilon
         keys, strengths, gates, modes = _AccessStep._activate(vector, config)
@@ -433,12 +443,21 @@ class _AccessStep(torch.autograd.Function):
         config = inputs[-1]
         ctx.config = config
         n_state = 7 if config.temporal_links else 5
+        if len(output) == n_state:  # native forward: backward recomputes the step from the inputs
+            ctx.save_for_backward(*inputs[:-1], output[n_state - 2])  # and w^r_t (next step's input)
+            return
         ctx.mark_non_differentiable(*output[n_state:])
         ctx.save_for_backward(*inputs[:-1], *output[1:])
 
     @staticmethod
     def backward(ctx, *grads):
-        return _access_step_backward(ctx.config, tuple(ctx.saved_tensors), grads)
+        saved = tuple(ctx.saved_tensors)
+        state_grads = grads[: 7 if ctx.config.temporal_links else 5]
+        if not torch.is_grad_enabled() and native.supports(*saved, *state_grads):
+            if len(saved) > 8:  # torch forward: its saved outputs start at 7 (M_t, u_t, [L_t, p_t], w^r_t)
+                saved = (*saved[:7], saved[7 + (4 if ctx.config.temporal_links else 2)])
+            return (*native.access_backward(ctx.config, saved[:7], saved[7], state_grads), None)
+        return _access_step_backward(ctx.config, saved, grads)
 
 
 def _access_step_backward(config, saved_tensors: tuple[Tensor, ...], grads: tuple[Tensor, ...]):
@@ -446,10 +465,11 @@ def _access_step_backward(config, saved_tensors: tuple[Tensor, ...], grads: tupl
     r, w, eps = config.num_read_heads, config.word_size, config.epsilon
     saved = list(saved_tensors)
     vector, memory, usage, link, precedence, read_weights, write_weights = saved[:7]
-    if torch.is_grad_enabled():
+    if torch.is_grad_enabled() or len(saved) == 8:
         # double backward (second-order MAML, torch.func): the saved intermediates are cut from
-        # the graph (non-differentiable outputs), so recompute them from the inputs, recorded.
-        rest = list(_AccessStep.forward(*saved[:7], config)[1:])
+        # the graph (non-differentiable outputs), so recompute them from the inputs, recorded; the
+        # native forward saves only the inputs.
+        rest = list(_AccessStep.forward_torch(*saved[:7], config)[1:])
     else:
         rest = saved[7:]
     new_memory = rest[0]  # rest[1] is u_t, not needed
@@ -600,11 +620,11 @@ class _CompiledAccessStep(_AccessStep):
 
     @staticmethod
     def forward(*args):
-        return _compiled("access_forward", _AccessStep.forward)(*args)
+        return _compiled("access_forward", _AccessStep.forward_torch)(*args)
 
     @staticmethod
     def backward(ctx, *grads):
-        if torch.is_grad_enabled():  # double backward: the eager, recorded version
+        if torch.is_grad_enabled() or len(ctx.saved_tensors) == 8:  # double backward: the eager version
             return _access_step_backward(ctx.config, tuple(ctx.saved_tensors), grads)
         backward = _compiled("access_backward", _access_step_backward)
         return backward(ctx.config, tuple(ctx.saved_tensors), grads)

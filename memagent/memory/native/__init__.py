@@ -1,0 +1,292 @@
+"""Native CPU kernel for the one-write-head memory-access step (forward and backward).
+
+``access_kernel.c`` holds plain C loops over float32 / float64 buffers that compute exactly what
+:class:`memagent.memory.fused._AccessStep` computes (interface activations, retention, usage,
+allocation, write weighting, erase-then-write, link and precedence, directional weightings, read
+weighting, reads) and its first-order backward, one pass over each N x N quantity per step and no
+per-op dispatch. It is compiled at first use with the system C compiler into a per-user cache
+(``$MEMAGENT_CACHE_DIR`` or ``~/.cache/memagent``), keyed by a hash of the source, the flags, the
+platform and the CPU's feature flags (``-march=native``), and loaded with :mod:`ctypes`.
+
+``MEMAGENT_NATIVE=0`` disables it; without a compiler, or if the build fails, a warning is logged
+once and the torch path is used. :func:`available` tells whether the kernel is in use.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+__all__ = ["available", "enabled", "load", "access_forward", "access_backward", "supports"]
+
+logger = logging.getLogger(__name__)
+
+_SOURCE = Path(__file__).resolve().with_name("access_kernel.c")
+_FLAGS = [
+    "-O3",
+    "-march=native",  # the cache key includes the CPU's feature flags
+    "-fPIC",
+    "-shared",
+    "-std=gnu11",
+    "-fopenmp-simd",  # honour the `omp simd` reductions (no OpenMP runtime)
+    "-fno-math-errno",
+    "-fassociative-math",  # vectorised reductions (sums in a different order than torch's)
+    "-fno-signed-zeros",
+    "-fno-trapping-math",
+]
+_LOCK = threading.Lock()
+_STATE: dict[str, object] = {}
+
+
+class _Config(ctypes.Structure):
+    _fields_ = [
+        ("B", ctypes.c_int),
+        ("N", ctypes.c_int),
+        ("W", ctypes.c_int),
+        ("R", ctypes.c_int),
+        ("V", ctypes.c_int),
+        ("alloc", ctypes.c_int),
+        ("links", ctypes.c_int),
+        ("decay", ctypes.c_double),
+        ("eps", ctypes.c_double),
+    ]
+
+
+class _Kernels(NamedTuple):
+    """The ctypes functions of one dtype."""
+
+    access_forward: Callable
+    access_backward: Callable
+    lstm_forward: Callable
+    lstm_backward: Callable
+    erase_write: Callable
+
+
+def enabled() -> bool:
+    """False when the environment variable ``MEMAGENT_NATIVE`` is ``0`` (read at every call)."""
+    return os.environ.get("MEMAGENT_NATIVE", "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def _cache_dir() -> Path:
+    root = os.environ.get("MEMAGENT_CACHE_DIR")
+    return Path(root) if root else Path.home() / ".cache" / "memagent"
+
+
+def _cpu_flags() -> str:
+    """The CPU's feature flags (``-march=native`` depends on them), or the processor name."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith(("flags", "Features")):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def _compiler() -> str | None:
+    for name in (os.environ.get("CC"), "cc", "gcc", "clang"):
+        if name and shutil.which(name):
+            return name
+    return None
+
+
+def _build(compiler: str) -> Path:
+    """Compile the kernel into the cache (atomically: temp file then ``os.replace``) unless there."""
+    source = _SOURCE.read_bytes()
+    key = hashlib.sha256(
+        b"\0".join(
+            [
+                source,
+                " ".join(_FLAGS).encode(),
+                compiler.encode(),
+                platform.platform().encode(),
+                platform.machine().encode(),
+                _cpu_flags().encode(),
+            ]
+        )
+    ).hexdigest()[:20]
+    cache = _cache_dir()
+    target = cache / f"access_kernel-{key}.so"
+    if target.exists():
+        return target
+    cache.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".access_kernel-", suffix=".so", dir=cache)
+    os.close(fd)
+    try:
+        result = subprocess.run(
+            [compiler, *_FLAGS, "-o", tmp, str(_SOURCE), "-lm"], capture_output=True, text=True, timeout=120
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"{compiler} failed ({result.returncode}): {result.stderr.strip()[:2000]}")
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return target
+
+
+def _bind(library: ctypes.CDLL) -> dict[str, object]:
+    pointer = ctypes.c_void_p
+    functions = {}
+    for suffix, dtype in (("f32", torch.float32), ("f64", torch.float64)):
+        forward = getattr(library, f"access_forward_{suffix}")
+        forward.argtypes = [ctypes.POINTER(_Config)] + [pointer] * 14
+        forward.restype = None
+        backward = getattr(library, f"access_backward_{suffix}")
+        backward.argtypes = [ctypes.POINTER(_Config)] + [pointer] * 22
+        backward.restype = None
+        lstm_forward = getattr(library, f"lstm_forward_{suffix}")
+        lstm_forward.argtypes = [ctypes.c_int, ctypes.c_int] + [pointer] * 4
+        lstm_forward.restype = None
+        lstm_backward = getattr(library, f"lstm_backward_{suffix}")
+        lstm_backward.argtypes = [ctypes.c_int, ctypes.c_int] + [pointer] * 7
+        lstm_backward.restype = None
+        erase_write = getattr(library, f"erase_write_{suffix}")
+        erase_write.argtypes = [ctypes.POINTER(_Config)] + [pointer] * 4
+        erase_write.restype = None
+        functions[dtype] = _Kernels(forward, backward, lstm_forward, lstm_backward, erase_write)
+    return functions
+
+
+def load() -> dict | None:
+    """The kernel's ``{dtype: _Kernels}`` ctypes functions, building them at the first call;
+    None when disabled (``MEMAGENT_NATIVE=0``) or unavailable (no compiler, failed build)."""
+    if not enabled():
+        return None
+    if "functions" in _STATE:
+        return _STATE["functions"]  # type: ignore[return-value]
+    with _LOCK:
+        if "functions" not in _STATE:
+            functions = None
+            compiler = _compiler()
+            if compiler is None:
+                logger.warning("memagent.memory.native: no C compiler (cc, gcc, clang) found; using torch")
+            else:
+                try:
+                    functions = _bind(ctypes.CDLL(str(_build(compiler))))
+                except Exception as error:  # noqa: BLE001 - any failure means: fall back to torch
+                    logger.warning("memagent.memory.native: kernel unavailable (%s); using torch", error)
+            _STATE["functions"] = functions
+    return _STATE["functions"]  # type: ignore[return-value]
+
+
+def available() -> bool:
+    """Whether the native kernel is in use (enabled, compiled and loaded)."""
+    return load() is not None
+
+
+def _is_plain(tensor: Tensor) -> bool:
+    return not torch._C._functorch.is_functorch_wrapped_tensor(tensor)
+
+
+def supports(*tensors: Tensor) -> bool:
+    """Whether the kernel can run on these tensors: CPU, float32 or float64 (all the same), plain
+    (not wrapped by a ``torch.func`` transform), and the kernel available."""
+    first = tensors[0]
+    if first.dtype not in (torch.float32, torch.float64):
+        return False
+    for tensor in tensors:
+        if tensor.device.type != "cpu" or tensor.dtype != first.dtype or not _is_plain(tensor):
+            return False
+    return available()
+
+
+def _config(config, batch: int, vector_size: int) -> _Config:
+    return _Config(
+        batch,
+        config.memory_size,
+        config.word_size,
+        config.num_read_heads,
+        vector_size,
+        int(config.allocation),
+        int(config.temporal_links),
+        float(config.usage_decay),
+        float(config.epsilon),
+    )
+
+
+def _ptr(tensor: Tensor) -> int:
+    return tensor.data_ptr()
+
+
+def access_forward(
+    config,
+    vector: Tensor,
+    memory: Tensor,
+    usage: Tensor,
+    link: Tensor,
+    precedence: Tensor,
+    read_weights: Tensor,
+    write_weights: Tensor,
+) -> tuple[Tensor, ...]:
+    """One access step forward; the inputs as in :func:`memagent.memory.fused.access_step` (shapes
+    vector (B, V), M (B, N, W), u (B, N), L (B, 1, N, N) or (B, 0), p (B, 1, N) or (B, 0), w^r (B, R, N),
+    w^w (B, 1, N)). Returns ``(reads (B, R, W), M_t, u_t, [L_t, p_t,] w^r_t, w^w_t)`` (L_t, p_t only
+    with temporal links)."""
+    forward = load()[vector.dtype].access_forward  # type: ignore[index]
+    inputs = [t.contiguous() for t in (vector, memory, usage, link, precedence, read_weights, write_weights)]
+    vector, memory, usage, link, precedence, read_weights, write_weights = inputs
+    b = vector.shape[0]
+    r, w = config.num_read_heads, config.word_size
+    reads = vector.new_empty(b, r, w)
+    new_memory = torch.empty_like(memory)
+    new_usage = torch.empty_like(usage)
+    links = config.temporal_links
+    new_link = torch.empty_like(link) if links else link
+    new_prec = torch.empty_like(precedence) if links else precedence
+    new_rw = torch.empty_like(read_weights)
+    new_ww = torch.empty_like(write_weights)
+    cfg = _config(config, b, vector.shape[1])
+    forward(
+        ctypes.byref(cfg),
+        *(_ptr(t) for t in inputs),
+        *(_ptr(t) for t in (reads, new_memory, new_usage, new_link, new_prec, new_rw, new_ww)),
+    )
+    if links:
+        return reads, new_memory, new_usage, new_link, new_prec, new_rw, new_ww
+    return reads, new_memory, new_usage, new_rw, new_ww
+
+
+def access_backward(
+    config, inputs: tuple[Tensor, ...], new_read_weights: Tensor, grads: tuple[Tensor, ...]
+) -> tuple[Tensor, ...]:
+    """Gradients of ``(vector, M, u, L, p, w^r, w^w)`` from the step's inputs (as for
+    :func:`access_forward`), its output ``w^r_t`` (B, R, N) and the gradients of its outputs (same
+    order as its return value). Everything else of the step is recomputed from the inputs."""
+    backward = load()[inputs[0].dtype].access_backward  # type: ignore[index]
+    inputs = tuple(t.contiguous() for t in inputs)
+    new_read_weights = new_read_weights.contiguous()
+    vector, memory, usage, link, precedence, read_weights, write_weights = inputs
+    links = config.temporal_links
+    if links:
+        g_reads, g_memory, g_usage, g_link, g_prec, g_rw, g_ww = grads
+    else:
+        g_reads, g_memory, g_usage, g_rw, g_ww = grads
+        g_link, g_prec = link, precedence  # unused by the kernel
+    grads_in = [t.contiguous() for t in (g_reads, g_memory, g_usage, g_link, g_prec, g_rw, g_ww)]
+    outs = [torch.empty_like(t) for t in inputs]
+    if not links:
+        outs[3], outs[4] = torch.zeros_like(link), torch.zeros_like(precedence)
+    cfg = _config(config, vector.shape[0], vector.shape[1])
+    backward(
+        ctypes.byref(cfg),
+        *(_ptr(t) for t in inputs),
+        _ptr(new_read_weights),
+        *(_ptr(t) for t in grads_in),
+        *(_ptr(t) for t in outs),
+    )
+    return tuple(outs)

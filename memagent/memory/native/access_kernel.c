@@ -1,0 +1,751 @@
+/*
+ * Native CPU kernel for one DNC memory-access step with one write head (Graves et al., Nature 2016,
+ * Methods), forward and backward: the same values and gradients as
+ * memagent.memory.fused._AccessStep.forward / _access_step_backward, as plain loops over raw
+ * float32 / float64 pointers (no torch headers; loaded through ctypes by memagent.memory.native).
+ *
+ * Layout (row-major, contiguous, batch first):
+ *   vec  (B, V)  raw interface: read keys R W | write key W | write vector W | strengths R + 1 |
+ *                sigmoid block (erase W | free R, allocation 1 if allocation | write gate 1) |
+ *                read modes 3 R (backward, forward, content) if temporal links
+ *   M (B, N, W), u (B, N), L (B, N, N), p (B, N), rw (B, R, N), ww (B, N)
+ * Outputs of the forward: reads (B, R, W), M_t, u_t, L_t, p_t, w^r_t (B, R, N), w^w_t (B, N).
+ * The backward takes the same inputs (it saves nothing else: everything of step t is recomputed from
+ * the inputs, fused with the gradient passes) and the gradients of the outputs.
+ *
+ * The file includes itself twice to instantiate every function for float (suffix _f32) and
+ * double (_f64).
+ */
+#ifndef ACCESS_KERNEL_BODY
+#define ACCESS_KERNEL_BODY
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct {
+    int B, N, W, R, V, alloc, links;
+    double decay, eps;
+} access_cfg;
+
+int access_kernel_version(void) { return 1; }
+
+#define real float
+#define FN(name) name##_f32
+#include "access_kernel.c"
+#undef real
+#undef FN
+
+#define real double
+#define FN(name) name##_f64
+#include "access_kernel.c"
+#undef real
+#undef FN
+
+#else /* ------------------------------------------------------------------ templated body */
+
+typedef struct {
+    real v;
+    int i;
+} FN(pair);
+
+/* Per-sample intermediates of the forward pass (one block, reused across the batch). */
+typedef struct {
+    real *strength; /* R + 1: read strengths, write strength (>= 1) */
+    real *gate;     /* sigmoid block */
+    real *mode;     /* 3 R */
+    real *knorm;    /* R + 1: |k| of read keys, write key */
+    real *pre;      /* N: u + w^w - u w^w */
+    real *psi;      /* N */
+    real *mnorm;    /* N: |M_{t-1, n}| */
+    real *wsim;     /* N: write cosine similarity */
+    real *wc;       /* N: write content weighting */
+    real *su;       /* N: sorted eps + (1 - eps) u_t */
+    real *sprod;    /* N: exclusive cumulative product of su */
+    real *salloc;   /* N: sorted allocation */
+    real *alloc;    /* N: allocation weighting */
+    int *order;     /* N: free list */
+    FN(pair) *pairs, *pairs_tmp;
+    real *ww;       /* N: w^w_t */
+    real *Mt;       /* N W: M_t (backward only; the forward writes the output) */
+    real *rnorm;    /* N: |M_{t, n}| */
+    real *rsim;     /* R N: read cosine similarity */
+    real *rc;       /* R N: read content weighting */
+    real *f, *b;    /* R N: forward / backward weightings */
+    real *rwt;      /* R N: new read weights (backward only) */
+    /* backward buffers */
+    real *grw, *gf, *gb, *gread, *growread, *grc, *gdot, *gmn, *row, *grow, *gw, *gp, *gu, *gww;
+    real *gMt;      /* N W */
+    real *kept_pre, *kept_suf; /* (R + 1) N each */
+} FN(work);
+
+static size_t FN(work_size)(const access_cfg *c, int backward) {
+    size_t N = c->N, W = c->W, R = c->R;
+    size_t n = (R + 1) + (W + R + 2) + 3 * R + (R + 1) + 12 * N + 5 * R * N + N * W;
+    if (backward) n += 8 * R * N + 6 * N + N * W + 2 * (R + 1) * N;
+    return n * sizeof(real) + N * sizeof(int) + 2 * N * sizeof(FN(pair)) + 64;
+}
+
+static void FN(work_init)(FN(work) * k, const access_cfg *c, char *mem, int backward) {
+    size_t N = c->N, W = c->W, R = c->R;
+    real *p = (real *)mem;
+#define TAKE(field, count) (k->field = p, p += (count))
+    TAKE(strength, R + 1);
+    TAKE(gate, W + R + 2);
+    TAKE(mode, 3 * R);
+    TAKE(knorm, R + 1);
+    TAKE(pre, N);
+    TAKE(psi, N);
+    TAKE(mnorm, N);
+    TAKE(wsim, N);
+    TAKE(wc, N);
+    TAKE(su, N);
+    TAKE(sprod, N);
+    TAKE(salloc, N);
+    TAKE(alloc, N);
+    TAKE(ww, N);
+    TAKE(rnorm, N);
+    TAKE(row, N);
+    TAKE(rsim, R * N);
+    TAKE(rc, R * N);
+    TAKE(f, R * N);
+    TAKE(b, R * N);
+    TAKE(rwt, R * N);
+    TAKE(Mt, N * W);
+    if (backward) {
+        TAKE(grw, R * N);
+        TAKE(gf, R * N);
+        TAKE(gb, R * N);
+        TAKE(gread, R * N);
+        TAKE(growread, R * N);
+        TAKE(grc, R * N);
+        TAKE(gdot, R * N);
+        TAKE(gmn, N);
+        TAKE(grow, N);
+        TAKE(gw, N);
+        TAKE(gp, N);
+        TAKE(gu, N);
+        TAKE(gww, N);
+        TAKE(gMt, N * W);
+        TAKE(kept_pre, (R + 1) * N);
+        TAKE(kept_suf, (R + 1) * N);
+    }
+#undef TAKE
+    k->order = (int *)p;
+    k->pairs = (FN(pair) *)(k->order + N);
+    k->pairs_tmp = k->pairs + N;
+}
+
+static real FN(sigmoid)(real x) { return (real)1 / ((real)1 + (real)exp(-x)); }
+
+/* torch.nn.functional.softplus (beta 1, threshold 20) */
+static real FN(softplus)(real x) { return x > (real)20 ? x : (real)log1p(exp(x)); }
+
+static real FN(dot)(const real *restrict a, const real *restrict b, int n) {
+    /* two independent accumulation chains (a single vector chain is latency bound at these sizes) */
+    const int h = n / 2;
+    const real *restrict a2 = a + h, *restrict b2 = b + h;
+    real s0 = 0, s1 = 0;
+#pragma omp simd reduction(+ : s0, s1)
+    for (int i = 0; i < h; ++i) {
+        s0 += a[i] * b[i];
+        s1 += a2[i] * b2[i];
+    }
+    if (n & 1) s0 += a[n - 1] * b[n - 1];
+    return s0 + s1;
+}
+
+/* out[h] = keys[h] . x for H keys of width W (rows of keys), and x . x into *self: one pass over x */
+static inline __attribute__((always_inline)) void FN(row_dots_h)(const real *restrict x,
+                                                                 const real *restrict keys, int W,
+                                                                 real *restrict out, real *restrict self,
+                                                                 const int H) {
+    real acc[9] = {0};
+    real sq = 0;
+#pragma omp simd reduction(+ : acc[:H], sq)
+    for (int j = 0; j < W; ++j) {
+        const real xj = x[j];
+        sq += xj * xj;
+        for (int h = 0; h < H; ++h) acc[h] += keys[h * W + j] * xj;
+    }
+    for (int h = 0; h < H; ++h) out[h] = acc[h];
+    *self = sq;
+}
+
+static void FN(row_dots)(const real *x, const real *keys, int W, int H, real *out, real *self) {
+    switch (H) {
+        case 1: FN(row_dots_h)(x, keys, W, out, self, 1); break;
+        case 2: FN(row_dots_h)(x, keys, W, out, self, 2); break;
+        case 3: FN(row_dots_h)(x, keys, W, out, self, 3); break;
+        case 4: FN(row_dots_h)(x, keys, W, out, self, 4); break;
+        case 5: FN(row_dots_h)(x, keys, W, out, self, 5); break;
+        case 6: FN(row_dots_h)(x, keys, W, out, self, 6); break;
+        case 8: FN(row_dots_h)(x, keys, W, out, self, 8); break;
+        default:
+            for (int h = 0; h < H; ++h) out[h] = FN(dot)(keys + h * W, x, W);
+            *self = FN(dot)(x, x, W);
+    }
+}
+
+/* stable ascending sort of pairs (value, index) by value (ties keep index order): merge sort */
+static void FN(sort_pairs)(FN(pair) * a, FN(pair) * tmp, int n) {
+    for (int width = 1; width < n; width *= 2) {
+        for (int lo = 0; lo < n; lo += 2 * width) {
+            int mid = lo + width < n ? lo + width : n, hi = lo + 2 * width < n ? lo + 2 * width : n;
+            int i = lo, j = mid, o = lo;
+            while (i < mid && j < hi) tmp[o++] = a[j].v < a[i].v ? a[j++] : a[i++];
+            while (i < mid) tmp[o++] = a[i++];
+            while (j < hi) tmp[o++] = a[j++];
+        }
+        memcpy(a, tmp, sizeof(FN(pair)) * (size_t)n);
+    }
+}
+
+
+/* One row i of the link forward: L_t[i, :] = (1 - w_i - w) o L_{t-1}[i, :] + w_i p (zero at i),
+ * f[r, i] = L_t[i, :] . w^r_r, b[r, :] += w^r[r, i] L_t[i, :]. R a constant after inlining. */
+static inline __attribute__((always_inline)) void FN(link_row_forward_r)(
+    int N, int i, const real *restrict lrow, const real *restrict w, const real *restrict p,
+    const real *restrict rw, real *restrict lt, real *restrict f, real *restrict b, const int R) {
+    const real wi = w[i], a = 1 - wi;
+    real fs[9] = {0}, rwi[9];
+    for (int r = 0; r < R; ++r) rwi[r] = rw[r * N + i];
+#pragma omp simd reduction(+ : fs[:R])
+    for (int j = 0; j < N; ++j) {
+        real l = (a - w[j]) * lrow[j] + wi * p[j];
+        l = j == i ? 0 : l;
+        lt[j] = l;
+        for (int r = 0; r < R; ++r) {
+            fs[r] += l * rw[r * N + j];
+            b[r * N + j] += rwi[r] * l;
+        }
+    }
+    for (int r = 0; r < R; ++r) f[r * N + i] = fs[r];
+}
+
+/* One row i of the link backward, from L_{t-1}[i, :] and dL_t[i, :]:
+ *   g = dL_t + sum_r (gf[r, i] w^r_r + w^r[r, i] gb_r)   (zero at i; gf = pi_2 dw^r, gb = pi_1 dw^r)
+ *   h[r, i] = L_t[i, :] . dw^r_r,  q[r, :] += dw^r[r, i] L_t[i, :]   (for d pi and d w^r_{t-1})
+ *   dw[i] += g . (p - L_{t-1}[i, :]),  dw[:] -= g o L_{t-1}[i, :],  dp += w_i g,
+ *   dL_{t-1}[i, :] = (1 - w_i - w) o g. */
+static inline __attribute__((always_inline)) void FN(link_row_backward_r)(
+    int N, int i, const real *restrict lrow, const real *restrict glrow, const real *restrict w,
+    const real *restrict p, const real *restrict rw, const real *restrict grw, const real *restrict gb,
+    const real *restrict gfi, real *restrict h, real *restrict q, real *restrict gw, real *restrict gp,
+    real *restrict glp, const int R) {
+    const real wi = w[i], a = 1 - wi;
+    real hs[9] = {0}, rwi[9], grwi[9], gf[9];
+    for (int r = 0; r < R; ++r) {
+        rwi[r] = rw[r * N + i];
+        grwi[r] = grw[r * N + i];
+        gf[r] = gfi[r];
+    }
+    real gwi = 0;
+#pragma omp simd reduction(+ : hs[:R], gwi)
+    for (int j = 0; j < N; ++j) {
+        const real lp = lrow[j], scale = a - w[j];
+        const real l = j == i ? 0 : scale * lp + wi * p[j];
+        real g = glrow[j];
+        for (int r = 0; r < R; ++r) {
+            hs[r] += l * grw[r * N + j];
+            q[r * N + j] += grwi[r] * l;
+            g += gf[r] * rw[r * N + j] + rwi[r] * gb[r * N + j];
+        }
+        g = j == i ? 0 : g;
+        const real gl = g * lp;
+        gwi += g * p[j] - gl;
+        gw[j] -= gl;
+        gp[j] += wi * g;
+        glp[j] = scale * g;
+    }
+    gw[i] += gwi;
+    for (int r = 0; r < R; ++r) h[r * N + i] = hs[r];
+}
+
+#define LINK_SWITCH(R, CALL)                 \
+    switch (R) {                             \
+        case 1: CALL(1); break;              \
+        case 2: CALL(2); break;              \
+        case 3: CALL(3); break;              \
+        case 4: CALL(4); break;              \
+        case 5: CALL(5); break;              \
+        case 6: CALL(6); break;              \
+        case 8: CALL(8); break;              \
+        default: CALL(R); break;             \
+    }
+
+static void FN(link_forward)(int N, int R, const real *L, const real *w, const real *p, const real *rw,
+                             real *Lt, real *f, real *b) {
+    memset(b, 0, sizeof(real) * (size_t)R * N);
+    for (int i = 0; i < N; ++i) {
+        const real *lrow = L + (size_t)i * N;
+        real *lt = Lt + (size_t)i * N;
+#define CALL(RR) FN(link_row_forward_r)(N, i, lrow, w, p, rw, lt, f, b, RR)
+        LINK_SWITCH(R, CALL)
+#undef CALL
+    }
+}
+
+static void FN(link_backward)(int N, int R, const real *L, const real *gL, const real *w, const real *p,
+                              const real *rw, const real *grw, const real *gb, const real *gf, real *h,
+                              real *q, real *gw, real *gp, real *gLp) {
+    real gfi[64];
+    memset(q, 0, sizeof(real) * (size_t)R * N);
+    memset(gp, 0, sizeof(real) * N);
+    for (int i = 0; i < N; ++i) {
+        for (int r = 0; r < R; ++r) gfi[r] = gf[r * N + i];
+        const real *lrow = L + (size_t)i * N, *glrow = gL + (size_t)i * N;
+        real *glp = gLp + (size_t)i * N;
+#define CALL(RR) FN(link_row_backward_r)(N, i, lrow, glrow, w, p, rw, grw, gb, gfi, h, q, gw, gp, glp, RR)
+        LINK_SWITCH(R, CALL)
+#undef CALL
+    }
+}
+
+/* out = softmax(scale * x) over n entries */
+static void FN(softmax)(const real *x, real scale, real *out, int n) {
+    real m = -INFINITY;
+    for (int i = 0; i < n; ++i) m = x[i] * scale > m ? x[i] * scale : m;
+    real s = 0;
+    for (int i = 0; i < n; ++i) {
+        out[i] = (real)exp(x[i] * scale - m);
+        s += out[i];
+    }
+    for (int i = 0; i < n; ++i) out[i] /= s;
+}
+
+/* gradient of the logits of a softmax with probabilities p and output gradient g (in place in g) */
+static void FN(softmax_backward)(const real *p, real *g, int n) {
+    real s = FN(dot)(p, g, n);
+    for (int i = 0; i < n; ++i) g[i] = p[i] * (g[i] - s);
+}
+
+/* The step up to the link: activations, usage u_t, write weighting w^w_t, M_t (into Mt), read
+ * content weightings on M_t. */
+static void FN(stage_memory)(const access_cfg *c, FN(work) * k, const real *vec, const real *M,
+                             const real *u, const real *rw, const real *pww, real *ut, real *Mt) {
+    const int N = c->N, W = c->W, R = c->R;
+    const real eps = (real)c->eps, decay = (real)c->decay;
+    const real *keys = vec, *wk = vec + R * W, *wv = vec + (R + 1) * W;
+    const real *raw_s = vec + (R + 2) * W, *raw_g = raw_s + R + 1;
+    const int nsig = W + (c->alloc ? R + 1 : 0) + 1;
+    for (int h = 0; h <= R; ++h) k->strength[h] = 1 + FN(softplus)(raw_s[h]);
+    for (int i = 0; i < nsig; ++i) k->gate[i] = FN(sigmoid)(raw_g[i]);
+    if (c->links) {
+        const real *raw_m = raw_g + nsig;
+        for (int r = 0; r < R; ++r) FN(softmax)(raw_m + 3 * r, 1, k->mode + 3 * r, 3);
+    }
+    const real *erase = k->gate, *free_g = k->gate + W;
+    const real wg = k->gate[nsig - 1];
+    /* u_t = (u + w - u w) psi, psi = prod_i (1 - f^i w^{r,i}_{t-1}) (times the decay) */
+    for (int n = 0; n < N; ++n) {
+        real pre = u[n] + pww[n] - u[n] * pww[n];
+        real psi;
+        if (c->alloc) {
+            psi = 1;
+            for (int r = 0; r < R; ++r) psi *= 1 - free_g[r] * rw[r * N + n];
+            if (decay != 1) psi *= decay;
+        } else {
+            psi = decay;
+        }
+        k->pre[n] = pre;
+        k->psi[n] = psi;
+        ut[n] = pre * psi;
+    }
+    /* write content weighting c^w = softmax(beta D(k, M_{t-1})) */
+    k->knorm[R] = (real)sqrt(FN(dot)(wk, wk, W) + eps);
+    for (int n = 0; n < N; ++n) {
+        real d, sq;
+        FN(row_dots)(M + (size_t)n * W, wk, W, 1, &d, &sq);
+        k->mnorm[n] = (real)sqrt(sq + eps);
+        k->wsim[n] = d / (k->knorm[R] * k->mnorm[n] + eps);
+    }
+    FN(softmax)(k->wsim, k->strength[R], k->wc, N);
+    /* allocation a[phi_j] = (1 - u[phi_j]) prod_{i<j} u[phi_i], phi the ascending free list */
+    if (c->alloc) {
+        const real ga = k->gate[W + R];
+        for (int n = 0; n < N; ++n) {
+            k->pairs[n].v = eps + (1 - eps) * ut[n];
+            k->pairs[n].i = n;
+        }
+        FN(sort_pairs)(k->pairs, k->pairs_tmp, N);
+        real prod = 1;
+        for (int j = 0; j < N; ++j) {
+            k->su[j] = k->pairs[j].v;
+            k->order[j] = k->pairs[j].i;
+            k->sprod[j] = prod;
+            k->salloc[j] = (1 - k->su[j]) * prod;
+            k->alloc[k->order[j]] = k->salloc[j];
+            prod *= k->su[j];
+        }
+        for (int n = 0; n < N; ++n) k->ww[n] = wg * (ga * k->alloc[n] + (1 - ga) * k->wc[n]);
+    } else {
+        for (int n = 0; n < N; ++n) k->ww[n] = wg * k->wc[n];
+    }
+    /* M_t = M_{t-1} o (1 - w e^T) + w v^T */
+    for (int n = 0; n < N; ++n) {
+        const real *m = M + (size_t)n * W;
+        real *mt = Mt + (size_t)n * W;
+        const real w = k->ww[n];
+#pragma omp simd
+        for (int j = 0; j < W; ++j) mt[j] = m[j] + w * (wv[j] - m[j] * erase[j]);
+    }
+    /* read content weightings c^{r,i} = softmax(beta_i D(k_i, M_t)) */
+    for (int r = 0; r < R; ++r) k->knorm[r] = (real)sqrt(FN(dot)(keys + r * W, keys + r * W, W) + eps);
+    real d[64], sq;
+    real *dots = R <= 64 ? d : (real *)malloc(sizeof(real) * R);
+    for (int n = 0; n < N; ++n) {
+        FN(row_dots)(Mt + (size_t)n * W, keys, W, R, dots, &sq);
+        k->rnorm[n] = (real)sqrt(sq + eps);
+        for (int r = 0; r < R; ++r) k->rsim[r * N + n] = dots[r] / (k->knorm[r] * k->rnorm[n] + eps);
+    }
+    if (dots != d) free(dots);
+    for (int r = 0; r < R; ++r) FN(softmax)(k->rsim + r * N, k->strength[r], k->rc + r * N, N);
+}
+
+/* w^r_t = pi_1 b + pi_2 f + pi_3 c^r (or c^r without links) */
+static void FN(stage_read_weights)(const access_cfg *c, FN(work) * k, real *rwt) {
+    const int N = c->N, R = c->R;
+    for (int r = 0; r < R; ++r) {
+        const real m0 = c->links ? k->mode[3 * r] : 0, m1 = c->links ? k->mode[3 * r + 1] : 0;
+        const real m2 = c->links ? k->mode[3 * r + 2] : 1;
+        for (int n = 0; n < N; ++n) {
+            const int i = r * N + n;
+            rwt[i] = c->links ? m2 * k->rc[i] + (m0 * k->b[i] + m1 * k->f[i]) : k->rc[i];
+        }
+    }
+}
+
+/* reads r^i = M_t^T w^{r,i} */
+static void FN(stage_reads)(const access_cfg *c, const real *rwt, const real *Mt, real *reads) {
+    const int N = c->N, W = c->W, R = c->R;
+    memset(reads, 0, sizeof(real) * (size_t)R * W);
+    for (int n = 0; n < N; ++n) {
+        const real *mt = Mt + (size_t)n * W;
+        for (int r = 0; r < R; ++r) {
+            const real a = rwt[r * N + n];
+            real *out = reads + r * W;
+#pragma omp simd
+            for (int j = 0; j < W; ++j) out[j] += a * mt[j];
+        }
+    }
+}
+
+void FN(access_forward)(const access_cfg *c, const real *vec, const real *M, const real *u, const real *L,
+                        const real *p, const real *rw, const real *ww, real *reads, real *Mt, real *ut,
+                        real *Lt, real *pt, real *rwt, real *wwt) {
+    const int N = c->N, W = c->W, R = c->R, V = c->V;
+    char *mem = (char *)malloc(FN(work_size)(c, 0));
+    FN(work) k;
+    FN(work_init)(&k, c, mem, 0);
+    for (int s = 0; s < c->B; ++s) {
+        const real *rws = rw + (size_t)s * R * N;
+        const size_t nw = (size_t)s * N * W;
+        FN(stage_memory)(c, &k, vec + (size_t)s * V, M + nw, u + (size_t)s * N, rws, ww + (size_t)s * N,
+                         ut + (size_t)s * N, Mt + nw);
+        memcpy(wwt + (size_t)s * N, k.ww, sizeof(real) * N);
+        if (c->links) {
+            /* L_t[i,j] = (1 - w_i - w_j) L[i,j] + w_i p_j (zero diagonal); f = L_t w^r, b = L_t^T w^r,
+             * in one pass over the link. */
+            const real *Ls = L + (size_t)s * N * N, *ps = p + (size_t)s * N, *w = k.ww;
+            real *Lts = Lt + (size_t)s * N * N;
+            FN(link_forward)(N, R, Ls, w, ps, rws, Lts, k.f, k.b);
+            real sw = 0;
+            for (int n = 0; n < N; ++n) sw += w[n];
+            for (int n = 0; n < N; ++n) pt[(size_t)s * N + n] = w[n] + (1 - sw) * ps[n];
+        }
+        FN(stage_read_weights)(c, &k, rwt + (size_t)s * R * N);
+        FN(stage_reads)(c, rwt + (size_t)s * R * N, Mt + nw, reads + (size_t)s * R * W);
+    }
+    free(mem);
+}
+
+/* Cosine-similarity backward for H keys against memory rows: gdot (H, N) is d loss / d dot / denom
+ * already; accumulates into gmem (N, W) and writes gkeys (H, W) (key-norm term included). */
+static void FN(cosine_backward)(int N, int W, int H, const real *mem, const real *norm, const real *keys,
+                                const real *knorm, const real *sim, real *gdot, real *gmn, real *gmem,
+                                real *gkeys, int stride_gkeys) {
+    /* gden = -gdot sim; |k| and |M| gradients */
+    memset(gmn, 0, sizeof(real) * N);
+    for (int h = 0; h < H; ++h) {
+        real gkn = 0;
+        for (int n = 0; n < N; ++n) {
+            const real gden = -gdot[h * N + n] * sim[h * N + n];
+            gkn += gden * norm[n];
+            gmn[n] += gden * knorm[h];
+        }
+        real *gk = gkeys + h * stride_gkeys;
+        const real *kk = keys + h * W;
+        const real sc = gkn / knorm[h];
+        for (int j = 0; j < W; ++j) gk[j] = kk[j] * sc;
+    }
+    for (int n = 0; n < N; ++n) {
+        const real *m = mem + (size_t)n * W;
+        real *gm = gmem + (size_t)n * W;
+        const real sc = gmn[n] / norm[n];
+#pragma omp simd
+        for (int j = 0; j < W; ++j) gm[j] += m[j] * sc;
+        for (int h = 0; h < H; ++h) {
+            const real g = gdot[h * N + n];
+            const real *kk = keys + h * W;
+            real *gk = gkeys + h * stride_gkeys;
+#pragma omp simd
+            for (int j = 0; j < W; ++j) {
+                gm[j] += g * kk[j];
+                gk[j] += g * m[j];
+            }
+        }
+    }
+}
+
+void FN(access_backward)(const access_cfg *c, const real *vec, const real *M, const real *u, const real *L,
+                         const real *p, const real *rw, const real *ww, const real *rwt, const real *g_reads, const real *g_Mt,
+                         const real *g_ut, const real *g_Lt, const real *g_pt, const real *g_rwt,
+                         const real *g_wwt, real *g_vec, real *g_M, real *g_u, real *g_L, real *g_p, real *g_rw,
+                         real *g_ww) {
+    const int N = c->N, W = c->W, R = c->R, V = c->V;
+    const real eps = (real)c->eps, decay = (real)c->decay;
+    const int nsig = W + (c->alloc ? R + 1 : 0) + 1;
+    char *mem = (char *)malloc(FN(work_size)(c, 1));
+    FN(work) k;
+    FN(work_init)(&k, c, mem, 1);
+    real *ut = k.gu; /* u_t is only needed inside the stage; g_u is filled later */
+    for (int s = 0; s < c->B; ++s) {
+        const real *v = vec + (size_t)s * V, *Ms = M + (size_t)s * N * W, *us = u + (size_t)s * N;
+        const real *rws = rw + (size_t)s * R * N, *pww = ww + (size_t)s * N;
+        const real *gR = g_reads + (size_t)s * R * W, *gMts = g_Mt + (size_t)s * N * W;
+        real *gv = g_vec + (size_t)s * V, *gMs = g_M + (size_t)s * N * W, *grw_prev = g_rw + (size_t)s * R * N;
+        FN(stage_memory)(c, &k, v, Ms, us, rws, pww, ut, k.Mt);
+        const real *w = k.ww, *erase = k.gate, *free_g = k.gate + W, *wv = v + (R + 1) * W;
+        const real wg = k.gate[nsig - 1];
+        /* d w^r_t: from the next step and from the reads */
+        for (int r = 0; r < R; ++r)
+            for (int n = 0; n < N; ++n)
+                k.grw[r * N + n] = g_rwt[(size_t)s * R * N + r * N + n] + FN(dot)(gR + r * W, k.Mt + (size_t)n * W, W);
+        memset(grw_prev, 0, sizeof(real) * (size_t)R * N);
+        memset(k.gw, 0, sizeof(real) * N);
+        real gmode[3 * 64 + 3];
+        real *gmodes = R <= 64 ? gmode : (real *)malloc(sizeof(real) * 3 * R);
+        if (c->links) {
+            const real *Ls = L + (size_t)s * N * N, *ps = p + (size_t)s * N, *gLs = g_Lt + (size_t)s * N * N;
+            const real *gps = g_pt + (size_t)s * N;
+            real *gLp = g_L + (size_t)s * N * N, *gpp = g_p + (size_t)s * N;
+            for (int r = 0; r < R; ++r)
+                for (int n = 0; n < N; ++n) {
+                    k.gf[r * N + n] = k.mode[3 * r + 1] * k.grw[r * N + n];
+                    k.gb[r * N + n] = k.mode[3 * r] * k.grw[r * N + n];
+                }
+            /* one pass over (L_{t-1}, dL_t): h = L_t dw^r, q = dw^r L_t, dw^w, dp, dL_{t-1} */
+            FN(link_backward)(N, R, Ls, gLs, w, ps, rws, k.grw, k.gb, k.gf, k.f, k.b, k.gw, k.gp, gLp);
+            /* p_t = (1 - sum w) p_{t-1} + w */
+            real sw = 0, gpp_dot = 0;
+            for (int n = 0; n < N; ++n) {
+                sw += w[n];
+                gpp_dot += gps[n] * ps[n];
+            }
+            for (int n = 0; n < N; ++n) {
+                gpp[n] = k.gp[n] + (1 - sw) * gps[n];
+                k.gw[n] += gps[n] - gpp_dot;
+            }
+            /* f = L_t w^r, b = L_t^T w^r (w^r of step t-1): d pi_1 = dw^r . b = w^r . h,
+             * d pi_2 = dw^r . f = w^r . q; d w^r_{t-1} = pi_1 h + pi_2 q (k.f holds h, k.b holds q) */
+            for (int r = 0; r < R; ++r) {
+                const real m0 = k.mode[3 * r], m1 = k.mode[3 * r + 1];
+                for (int n = 0; n < N; ++n) grw_prev[r * N + n] = m0 * k.f[r * N + n] + m1 * k.b[r * N + n];
+                gmodes[3 * r] = FN(dot)(rws + r * N, k.f + r * N, N);
+                gmodes[3 * r + 1] = FN(dot)(rws + r * N, k.b + r * N, N);
+                gmodes[3 * r + 2] = FN(dot)(k.grw + r * N, k.rc + r * N, N);
+                for (int n = 0; n < N; ++n) k.grc[r * N + n] = k.mode[3 * r + 2] * k.grw[r * N + n];
+            }
+        } else {
+            memcpy(k.grc, k.grw, sizeof(real) * (size_t)R * N);
+        }
+        const real *rwt_s = rwt + (size_t)s * R * N; /* w^r_t, saved by the forward */
+        /* d M_t = incoming + w^r_t^T d reads */
+        for (int n = 0; n < N; ++n) {
+            real *gm = k.gMt + (size_t)n * W;
+            const real *gi = gMts + (size_t)n * W;
+#pragma omp simd
+            for (int j = 0; j < W; ++j) gm[j] = gi[j];
+            for (int r = 0; r < R; ++r) {
+                const real a = rwt_s[r * N + n];
+                const real *gr = gR + r * W;
+#pragma omp simd
+                for (int j = 0; j < W; ++j) gm[j] += a * gr[j];
+            }
+        }
+        /* read content weighting: softmax and cosine similarity backward */
+        real g_rs[65];
+        real *g_rstr = R + 1 <= 65 ? g_rs : (real *)malloc(sizeof(real) * (R + 1));
+        for (int r = 0; r < R; ++r) {
+            real *gl = k.grc + r * N;
+            FN(softmax_backward)(k.rc + r * N, gl, N);
+            g_rstr[r] = FN(dot)(gl, k.rsim + r * N, N);
+            for (int n = 0; n < N; ++n)
+                k.gdot[r * N + n] = gl[n] * k.strength[r] / (k.knorm[r] * k.rnorm[n] + eps);
+        }
+        FN(cosine_backward)(N, W, R, k.Mt, k.rnorm, v, k.knorm, k.rsim, k.gdot, k.gmn, k.gMt, gv, W);
+        /* erase and write: M_t = M + w o (v - M o e) */
+        real *g_e = gv + (R + 2) * W + (R + 1); /* raw erase slot: written as d e first, activated later */
+        real *g_v = gv + (R + 1) * W;
+        for (int j = 0; j < W; ++j) g_e[j] = g_v[j] = 0;
+        for (int n = 0; n < N; ++n) {
+            const real *m = Ms + (size_t)n * W, *gm = k.gMt + (size_t)n * W;
+            real *gmo = gMs + (size_t)n * W;
+            const real wn = w[n];
+            real gwn = 0;
+#pragma omp simd reduction(+ : gwn)
+            for (int j = 0; j < W; ++j) {
+                const real me = m[j] * erase[j];
+                gwn += gm[j] * (wv[j] - me);
+                g_e[j] -= wn * gm[j] * m[j];
+                g_v[j] += wn * gm[j];
+                gmo[j] = gm[j] - gm[j] * wn * erase[j];
+            }
+            k.gww[n] = g_wwt[(size_t)s * N + n] + k.gw[n] + gwn;
+        }
+        /* write weighting w^w = g^w (g^a a + (1 - g^a) c^w) and allocation */
+        real *gu_new = k.gu; /* reuse: u_t no longer needed */
+        const real *gut = g_ut + (size_t)s * N;
+        real g_wg = 0, g_ga = 0;
+        real *gwc = k.grow;
+        if (c->alloc) {
+            const real ga = k.gate[W + R];
+            for (int n = 0; n < N; ++n) {
+                const real inner = ga * k.alloc[n] + (1 - ga) * k.wc[n];
+                const real gin = wg * k.gww[n];
+                g_wg += k.gww[n] * inner;
+                g_ga += gin * (k.alloc[n] - k.wc[n]);
+                gwc[n] = (1 - ga) * gin;
+                gu_new[n] = gut[n];
+            }
+            /* a[phi_j] = (1 - s_j) prod_{i<j} s_i: d s_k = sum_{j>k} g_j a_j / s_k - g_k prod_{i<k} s_i */
+            real tail = 0;
+            for (int j = N - 1; j >= 0; --j) {
+                const real gs = ga * wg * k.gww[k.order[j]];
+                const real gsu = tail / k.su[j] - gs * k.sprod[j];
+                gu_new[k.order[j]] += (1 - eps) * gsu;
+                tail += gs * k.salloc[j];
+            }
+        } else {
+            for (int n = 0; n < N; ++n) {
+                g_wg += k.gww[n] * k.wc[n];
+                gwc[n] = wg * k.gww[n];
+                gu_new[n] = gut[n];
+            }
+        }
+        /* write content weighting against M_{t-1} */
+        FN(softmax_backward)(k.wc, gwc, N);
+        g_rstr[R] = FN(dot)(gwc, k.wsim, N);
+        for (int n = 0; n < N; ++n) k.gdot[n] = gwc[n] * k.strength[R] / (k.knorm[R] * k.mnorm[n] + eps);
+        FN(cosine_backward)(N, W, 1, Ms, k.mnorm, v + R * W, k.knorm + R, k.wsim, k.gdot, k.gmn, gMs,
+                            gv + R * W, W);
+        /* usage u_t = (u + w - u w) psi, psi = prod_i (1 - f^i w^{r,i}) (times the decay) */
+        real *gus = g_u + (size_t)s * N, *gwwp = g_ww + (size_t)s * N;
+        real *g_free = gv + (R + 2) * W + (R + 1) + W;
+        if (c->alloc) {
+            for (int r = 0; r < R; ++r) g_free[r] = 0;
+            /* products of the other heads' kept factors: exclusive prefix times exclusive suffix */
+            for (int n = 0; n < N; ++n) {
+                k.kept_pre[n] = 1;
+                k.kept_suf[R * N + n] = 1;
+            }
+            for (int r = 0; r < R; ++r)
+                for (int n = 0; n < N; ++n)
+                    k.kept_pre[(r + 1) * N + n] = k.kept_pre[r * N + n] * (1 - free_g[r] * rws[r * N + n]);
+            for (int r = R - 1; r >= 0; --r)
+                for (int n = 0; n < N; ++n)
+                    k.kept_suf[r * N + n] = k.kept_suf[(r + 1) * N + n] * (1 - free_g[r] * rws[r * N + n]);
+            for (int r = 0; r < R; ++r) {
+                real gf_r = 0;
+                for (int n = 0; n < N; ++n) {
+                    const real gk = gu_new[n] * k.pre[n] * decay * k.kept_pre[r * N + n] * k.kept_suf[(r + 1) * N + n];
+                    gf_r -= gk * rws[r * N + n];
+                    grw_prev[r * N + n] -= gk * free_g[r];
+                }
+                g_free[r] = gf_r;
+            }
+        }
+        for (int n = 0; n < N; ++n) {
+            const real gpre = gu_new[n] * k.psi[n];
+            gus[n] = gpre * (1 - pww[n]);
+            gwwp[n] = gpre * (1 - us[n]);
+        }
+        /* activations: oneplus' = sigmoid, sigmoid' = s (1 - s), softmax modes */
+        real *gstr = gv + (R + 2) * W;
+        const real *raw_s = v + (R + 2) * W;
+        for (int h = 0; h <= R; ++h) gstr[h] = g_rstr[h] * FN(sigmoid)(raw_s[h]);
+        real *gsig = gstr + R + 1;
+        if (c->alloc) gsig[W + R] = g_ga;
+        gsig[nsig - 1] = g_wg;
+        for (int i = 0; i < nsig; ++i) gsig[i] *= k.gate[i] * (1 - k.gate[i]);
+        if (c->links) {
+            real *gm = gsig + nsig;
+            for (int r = 0; r < R; ++r) {
+                for (int j = 0; j < 3; ++j) gm[3 * r + j] = gmodes[3 * r + j];
+                FN(softmax_backward)(k.mode + 3 * r, gm + 3 * r, 3);
+            }
+        }
+        if (gmodes != gmode) free(gmodes);
+        if (g_rstr != g_rs) free(g_rstr);
+    }
+    free(mem);
+}
+
+/* LSTM cell from pre-activation gates [i, f, g, o] (nn.LSTMCell's order), rows of the batch:
+ * c = s(f) c_prev + s(i) tanh(g), h = s(o) tanh(c). gates (B, 4H), c_prev, h, c (B, H). */
+void FN(lstm_forward)(int B, int H, const real *gates, const real *c_prev, real *h, real *c) {
+    for (int s = 0; s < B; ++s) {
+        const real *g = gates + (size_t)s * 4 * H, *cp = c_prev + (size_t)s * H;
+        real *hs = h + (size_t)s * H, *cs = c + (size_t)s * H;
+        for (int j = 0; j < H; ++j) {
+            const real ig = FN(sigmoid)(g[j]), fg = FN(sigmoid)(g[H + j]);
+            const real gg = (real)tanh(g[2 * H + j]), og = FN(sigmoid)(g[3 * H + j]);
+            cs[j] = fg * cp[j] + ig * gg;
+            hs[j] = og * (real)tanh(cs[j]);
+        }
+    }
+}
+
+/* Backward of lstm_forward: d gates (B, 4H) and d c_prev (B, H) from dh, dc (B, H). */
+void FN(lstm_backward)(int B, int H, const real *gates, const real *c_prev, const real *c, const real *gh,
+                       const real *gc, real *g_gates, real *gc_prev) {
+    for (int s = 0; s < B; ++s) {
+        const real *g = gates + (size_t)s * 4 * H, *cp = c_prev + (size_t)s * H, *cs = c + (size_t)s * H;
+        const real *ghs = gh + (size_t)s * H, *gcs = gc + (size_t)s * H;
+        real *gg_out = g_gates + (size_t)s * 4 * H, *gcp = gc_prev + (size_t)s * H;
+        for (int j = 0; j < H; ++j) {
+            const real ig = FN(sigmoid)(g[j]), fg = FN(sigmoid)(g[H + j]);
+            const real gg = (real)tanh(g[2 * H + j]), og = FN(sigmoid)(g[3 * H + j]);
+            const real tc = (real)tanh(cs[j]);
+            const real dc = gcs[j] + ghs[j] * og * (1 - tc * tc);
+            gg_out[j] = dc * gg * ig * (1 - ig);
+            gg_out[H + j] = dc * cp[j] * fg * (1 - fg);
+            gg_out[2 * H + j] = dc * ig * (1 - gg * gg);
+            gg_out[3 * H + j] = ghs[j] * tc * og * (1 - og);
+            gcp[j] = dc * fg;
+        }
+    }
+}
+
+/* M_t = M_{t-1} + w o (v - M_{t-1} o e) alone (the same arithmetic as the access step), to rebuild a
+ * memory the sequence backward did not keep. vec (B, V), M (B, N, W), ww (B, N) -> out (B, N, W). */
+void FN(erase_write)(const access_cfg *c, const real *vec, const real *M, const real *ww, real *out) {
+    const int N = c->N, W = c->W, R = c->R, V = c->V;
+    real e[4096];
+    real *erase = W <= 4096 ? e : (real *)malloc(sizeof(real) * W);
+    for (int s = 0; s < c->B; ++s) {
+        const real *v = vec + (size_t)s * V, *wv = v + (R + 1) * W, *raw_e = v + (R + 2) * W + (R + 1);
+        for (int j = 0; j < W; ++j) erase[j] = FN(sigmoid)(raw_e[j]);
+        for (int n = 0; n < N; ++n) {
+            const real *m = M + ((size_t)s * N + n) * W;
+            real *mt = out + ((size_t)s * N + n) * W;
+            const real w = ww[(size_t)s * N + n];
+#pragma omp simd
+            for (int j = 0; j < W; ++j) mt[j] = m[j] + w * (wv[j] - m[j] * erase[j]);
+        }
+    }
+    if (erase != e) free(erase);
+}
+
+#endif

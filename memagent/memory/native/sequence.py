@@ -1,0 +1,320 @@
+"""The whole DNC recurrence (LSTM controller + one-write-head memory access) over a sequence as one
+autograd node, on the native CPU kernel: the loop runs the controller's matrix products in torch
+(BLAS) and the LSTM cell and the memory-access step in C, with no autograd bookkeeping per step; the
+hand-written backward runs the loop in reverse and forms the weight gradients at the end with one
+matrix product per weight (over all steps at once).
+
+What it keeps for backward (the activation memory): per step the memory-access inputs (the link
+``L_{t-1}``, usage, precedence, read and write weights; the memory ``M_{t-1}`` only every second step,
+the others are rebuilt from the previous one by the same erase-and-write arithmetic), the LSTM gates,
+cell and hidden state, the reads and the interface vector.
+
+Used by :class:`memagent.memory.DNC` when the kernel is available and the inputs are plain CPU
+float32 / float64 tensors (see :func:`memagent.memory.native.supports`). A backward with
+``create_graph=True`` (double backward) recomputes the sequence on the differentiable torch path.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from memagent.memory import native
+
+__all__ = ["dnc_sequence"]
+
+
+def _reset_steps(episode_starts: Tensor | None) -> dict[int, Tensor]:
+    """``{t: mask (B,) bool}`` for the steps where some sample's state is reset."""
+    if episode_starts is None:
+        return {}
+    steps = torch.nonzero(episode_starts.any(0)).flatten().tolist()
+    return {int(t): episode_starts[:, t] for t in steps}
+
+
+def _masked(tensor: Tensor, mask: Tensor) -> Tensor:
+    """``tensor`` with the rows flagged in ``mask`` (B,) set to zero (a new tensor)."""
+    return tensor.masked_fill(mask.view(-1, *([1] * (tensor.dim() - 1))), 0.0)
+
+
+def _forward(config, x, w_ih, w_hh, b_gates, w_i, b_i, state, resets: dict[int, Tensor], keep: bool):
+    """The recurrence; returns ``(hiddens (B, T, H), reads (B, T, R W), final state, saved or None)``."""
+    kernels = native.load()[x.dtype]  # type: ignore[index]
+    batch, steps, in_size = x.shape
+    hsize = w_hh.shape[1]
+    r, w = config.num_read_heads, config.word_size
+    links = config.temporal_links
+    h, c, memory, usage, link, prec, rw, ww, reads = (f.contiguous() for f in state)
+    vsize = w_i.shape[0]
+    gx = torch.addmm(b_gates, x.transpose(0, 1).reshape(steps * batch, in_size), w_ih[:, :in_size].t())
+    gx = gx.view(steps, batch, 4 * hsize)
+    w_r_t, w_h_t, w_i_t = w_ih[:, in_size:].t(), w_hh.t(), w_i.t()
+    hbuf = x.new_empty(steps + 1, batch, hsize)
+    cbuf = x.new_empty(steps + 1, batch, hsize)
+    rbuf = x.new_empty(steps + 1, batch, r * w)
+    gates = x.new_empty(steps, batch, 4 * hsize)
+    vecs = x.new_empty(steps, batch, vsize)
+    hbuf[0], cbuf[0], rbuf[0] = h, c, reads.reshape(batch, r * w)
+    cfg = native._config(config, batch, vsize)
+    ptr = native._ptr
+    step_inputs: list[tuple] = []
+    reset_inputs: dict[int, tuple[Tensor, Tensor, Tensor]] = {}  # (h, c, r) entering a reset step
+    for t in range(steps):
+        h_in, c_in, r_in = hbuf[t], cbuf[t], rbuf[t]
+        if t in resets:
+            mask = resets[t]
+            h_in, c_in, r_in = (_masked(f, mask) for f in (h_in, c_in, r_in))
+            reset_inputs[t] = (h_in, c_in, r_in)
+            memory, usage, rw, ww = (_masked(f, mask) for f in (memory, usage, rw, ww))
+            if links:
+                link, prec = _masked(link, mask), _masked(prec, mask)
+        torch.addmm(gx[t], r_in, w_r_t, out=gates[t])
+        gates[t].addmm_(h_in, w_h_t)
+        kernels.lstm_forward(batch, hsize, ptr(gates[t]), ptr(c_in), ptr(hbuf[t + 1]), ptr(cbuf[t + 1]))
+        torch.addmm(b_i, hbuf[t + 1], w_i_t, out=vecs[t])
+        new_memory, new_usage = torch.empty_like(memory), torch.empty_like(usage)
+        new_link = torch.empty_like(link) if links else link
+        new_prec = torch.empty_like(prec) if links else prec
+        new_rw, new_ww = torch.empty_like(rw), torch.empty_like(ww)
+        kernels.access_forward(
+            cfg,
+            ptr(vecs[t]),
+            ptr(memory),
+            ptr(usage),
+            ptr(link),
+            ptr(prec),
+            ptr(rw),
+            ptr(ww),
+            ptr(rbuf[t + 1]),
+            ptr(new_memory),
+            ptr(new_usage),
+            ptr(new_link),
+            ptr(new_prec),
+            ptr(new_rw),
+            ptr(new_ww),
+        )
+        if keep:  # M_{t-1} only every second step (and at resets); rebuilt in backward otherwise
+            kept_memory = memory if (t % 2 == 0 or t in resets) else None
+            # w^r_t as the step produced it (before any reset); detached: the last one is an output
+            step_inputs.append((kept_memory, usage, link, prec, rw, ww, new_rw.detach()))
+        memory, usage, link, prec, rw, ww = new_memory, new_usage, new_link, new_prec, new_rw, new_ww
+    # (h, c, r as copies: outputs of an autograd node must not be overlapping views of one buffer)
+    final = (
+        hbuf[steps].clone(),
+        cbuf[steps].clone(),
+        memory,
+        usage,
+        link,
+        prec,
+        rw,
+        ww,
+        rbuf[steps].view(batch, r, w).clone(),
+    )
+    hiddens, reads_out = hbuf[1:].transpose(0, 1), rbuf[1:].transpose(0, 1)
+    saved = (hbuf, cbuf, rbuf, gates, vecs, step_inputs, reset_inputs) if keep else None
+    return hiddens, reads_out, final, saved
+
+
+def _torch_path(config, x, w_ih, w_hh, b_gates, w_i, b_i, state, resets: dict[int, Tensor]):
+    """The same recurrence in differentiable torch operations (the fused per-step Functions), for
+    double backward."""
+    from memagent.memory import fused
+
+    in_size = x.shape[-1]
+    batch = x.shape[0]
+    h, c, *mem = state
+    gx = torch.nn.functional.linear(x, w_ih[:, :in_size], b_gates)
+    hiddens, reads_all = [], []
+    for t in range(x.shape[1]):
+        if t in resets:
+            h, c, *mem = (_masked(f, resets[t]) for f in (h, c, *mem))
+        prev_reads = mem[6].reshape(batch, -1)
+        gates = gx[:, t] + prev_reads @ w_ih[:, in_size:].t() + h @ w_hh.t()
+        h, c = fused.lstm_cell(gates, c)
+        reads, mem = fused.access_step(torch.nn.functional.linear(h, w_i, b_i), tuple(mem), config)
+        mem = list(mem)
+        hiddens.append(h)
+        reads_all.append(reads.reshape(batch, -1))
+    return (torch.stack(hiddens, 1), torch.stack(reads_all, 1), h, c, *mem)
+
+
+class _DncSequence(torch.autograd.Function):
+    """See the module docstring. Inputs: ``(config, episode_starts, x, W_ih, W_hh, b_ih + b_hh, W_xi,
+    b_xi, h, c, M, u, L, p, w^r, w^w, r)``; outputs ``(hiddens, reads, h, c, M, u, L, p, w^r, w^w, r)``."""
+
+    @staticmethod
+    def forward(ctx, config, episode_starts, x, w_ih, w_hh, b_gates, w_i, b_i, *state):
+        resets = _reset_steps(episode_starts)
+        hiddens, reads, final, saved = _forward(config, x, w_ih, w_hh, b_gates, w_i, b_i, state, resets, True)
+        ctx.config = config
+        ctx.resets = resets
+        ctx.buffers = saved
+        ctx.save_for_backward(x, w_ih, w_hh, b_gates, w_i, b_i, *state)
+        return (hiddens, reads, *final)
+
+    @staticmethod
+    def backward(ctx, *grads):
+        x, w_ih, w_hh, b_gates, w_i, b_i, *rest = ctx.saved_tensors
+        state = rest
+        config, resets = ctx.config, ctx.resets
+        if torch.is_grad_enabled():  # double backward: recompute on the differentiable torch path
+            with torch.enable_grad():
+                inputs = [x, w_ih, w_hh, b_gates, w_i, b_i, *state]
+                outputs = _torch_path(config, x, w_ih, w_hh, b_gates, w_i, b_i, state, resets)
+                wanted = [i for i, t in enumerate(inputs) if t.requires_grad]
+                pairs = [(o, g) for o, g in zip(outputs, grads) if o.requires_grad and g is not None]
+                result = torch.autograd.grad(
+                    [o for o, _ in pairs],
+                    [inputs[i] for i in wanted],
+                    [g for _, g in pairs],
+                    create_graph=True,
+                    allow_unused=True,
+                )
+            out: list[Tensor | None] = [None] * len(inputs)
+            for i, g in zip(wanted, result):
+                out[i] = g
+            return (None, None, *out)
+        return (None, None, *_backward(config, resets, ctx.buffers, x, w_ih, w_hh, w_i, state, grads))
+
+
+def _backward(config, resets, buffers, x, w_ih, w_hh, w_i, state, grads):
+    """The reverse loop: gradients of ``(x, W_ih, W_hh, b_gates, W_xi, b_xi, *state)``."""
+    kernels = native.load()[x.dtype]  # type: ignore[index]
+    hbuf, cbuf, rbuf, gates, vecs, step_inputs, reset_inputs = buffers
+    batch, steps, in_size = x.shape
+    hsize = w_hh.shape[1]
+    r, w = config.num_read_heads, config.word_size
+    links = config.temporal_links
+    vsize = w_i.shape[0]
+    g_hiddens, g_reads, gh, gc, g_memory, g_usage, g_link, g_prec, g_rw, g_ww, g_r = grads
+    g_hid_tm = g_hiddens.transpose(0, 1)
+    g_reads_tm = g_reads.transpose(0, 1)
+    gh, gc = gh.contiguous().clone(), gc.contiguous()
+    g_r = g_r.reshape(batch, r * w)
+    g_memory, g_usage, g_link, g_prec, g_rw, g_ww = (
+        t.contiguous() for t in (g_memory, g_usage, g_link, g_prec, g_rw, g_ww)
+    )
+    g_gates = x.new_empty(steps, batch, 4 * hsize)
+    g_vecs = x.new_empty(steps, batch, vsize)
+    cfg = native._config(config, batch, vsize)
+    ptr = native._ptr
+    w_r, w_ih_x = w_ih[:, in_size:], w_ih[:, :in_size]
+    for t in range(steps - 1, -1, -1):
+        kept_memory, usage, link, prec, rw, ww, new_rw = step_inputs[t]
+        if kept_memory is None:  # rebuild M_{t-1} from M_{t-2} (kept) and step t-1's write
+            kept_memory = torch.empty_like(step_inputs[t - 1][0])
+            kernels.erase_write(cfg, ptr(vecs[t - 1]), ptr(step_inputs[t - 1][0]), ptr(ww), ptr(kept_memory))
+        g_reads_t = (g_reads_tm[t] + g_r).contiguous()
+        outs = [torch.empty_like(f) for f in (kept_memory, usage, link, prec, rw, ww)]
+        if not links:
+            outs[2], outs[3] = link, prec
+        kernels.access_backward(
+            cfg,
+            ptr(vecs[t]),
+            ptr(kept_memory),
+            ptr(usage),
+            ptr(link),
+            ptr(prec),
+            ptr(rw),
+            ptr(ww),
+            ptr(new_rw),
+            ptr(g_reads_t),
+            ptr(g_memory),
+            ptr(g_usage),
+            ptr(g_link),
+            ptr(g_prec),
+            ptr(g_rw),
+            ptr(g_ww),
+            ptr(g_vecs[t]),
+            *(ptr(o) for o in outs),
+        )
+        g_memory, g_usage, g_link, g_prec, g_rw, g_ww = outs
+        gh_t = torch.add(g_hid_tm[t], gh).addmm_(g_vecs[t], w_i).contiguous()
+        gc_prev = torch.empty_like(gc)
+        kernels.lstm_backward(
+            batch,
+            hsize,
+            ptr(gates[t]),
+            ptr(reset_inputs[t][1] if t in resets else cbuf[t]),
+            ptr(cbuf[t + 1]),
+            ptr(gh_t),
+            ptr(gc),
+            ptr(g_gates[t]),
+            ptr(gc_prev),
+        )
+        gc = gc_prev
+        g_r = torch.mm(g_gates[t], w_r)
+        gh = torch.mm(g_gates[t], w_hh)
+        if t in resets:  # the state entering step t was reset for these samples
+            mask = resets[t]
+            gh, gc, g_r, g_memory, g_usage, g_rw, g_ww = (
+                _masked(f, mask) for f in (gh, gc, g_r, g_memory, g_usage, g_rw, g_ww)
+            )
+            if links:
+                g_link, g_prec = _masked(g_link, mask), _masked(g_prec, mask)
+    if not links:
+        g_link, g_prec = torch.zeros_like(state[4]), torch.zeros_like(state[5])
+    flat_g = g_gates.view(steps * batch, 4 * hsize)
+    flat_v = g_vecs.view(steps * batch, vsize)
+    x_tm = x.transpose(0, 1).reshape(steps * batch, in_size)
+    h_prev, r_prev = hbuf[:-1], rbuf[:-1]
+    if reset_inputs:  # the controller saw the reset (h, r) at those steps
+        h_prev, r_prev = h_prev.clone(), r_prev.clone()
+        for t, (h_in, _, r_in) in reset_inputs.items():
+            h_prev[t], r_prev[t] = h_in, r_in
+    g_w_ih = torch.cat([flat_g.t() @ x_tm, flat_g.t() @ r_prev.reshape(steps * batch, r * w)], dim=1)
+    g_w_hh = flat_g.t() @ h_prev.reshape(steps * batch, hsize)
+    g_b = flat_g.sum(0)
+    g_w_i = flat_v.t() @ hbuf[1:].reshape(steps * batch, hsize)
+    g_b_i = flat_v.sum(0)
+    g_x = (flat_g @ w_ih_x).view(steps, batch, in_size).transpose(0, 1)
+    return (
+        g_x,
+        g_w_ih,
+        g_w_hh,
+        g_b,
+        g_w_i,
+        g_b_i,
+        gh,
+        gc,
+        g_memory,
+        g_usage,
+        g_link,
+        g_prec,
+        g_rw,
+        g_ww,
+        g_r.view(batch, r, w),
+    )
+
+
+def dnc_sequence(
+    config,
+    x: Tensor,
+    w_ih: Tensor,
+    w_hh: Tensor,
+    b_gates: Tensor,
+    w_i: Tensor,
+    b_i: Tensor,
+    state: tuple[Tensor, ...],
+    episode_starts: Tensor | None = None,
+) -> tuple[Tensor, ...]:
+    """Run the DNC recurrence over ``x`` (B, T, I) on the native kernel.
+
+    :param config: the ``MemoryConfig`` (one write head).
+    :param w_ih: the LSTM's input weights (4H, I + R W) (input first, then the previous reads).
+    :param w_hh: the LSTM's hidden weights (4H, H).
+    :param b_gates: ``b_ih + b_hh`` (4H,).
+    :param w_i: the interface layer's weight (V, H); ``b_i`` its bias (V,).
+    :param state: the ``DNCState`` fields ``(h, c, M, u, L, p, w^r, w^w, r)``.
+    :param episode_starts: optional (B, T) bool: reset those samples before those steps.
+    :return: ``(hiddens (B, T, H), reads (B, T, R W), *final state fields)``.
+    """
+    needs_grad = torch.is_grad_enabled() and any(
+        t.requires_grad for t in (x, w_ih, w_hh, b_gates, w_i, b_i, *state)
+    )
+    if needs_grad:
+        return _DncSequence.apply(config, episode_starts, x, w_ih, w_hh, b_gates, w_i, b_i, *state)
+    resets = _reset_steps(episode_starts)
+    with torch.no_grad():
+        hiddens, reads, final, _ = _forward(config, x, w_ih, w_hh, b_gates, w_i, b_i, state, resets, False)
+    return (hiddens, reads, *final)

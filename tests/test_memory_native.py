@@ -1,0 +1,211 @@
+"""The native CPU kernel (memagent.memory.native): the same values and gradients as the torch path."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+
+from memagent.memory import DNC, MemoryConfig, fused, interface_size, native
+from memagent.memory.access import MemoryAccess
+
+if native._compiler() is None:  # pragma: no cover - only where no C compiler exists
+    pytest.skip("no C compiler (cc, gcc, clang): the native kernel cannot be built", allow_module_level=True)
+
+F64 = torch.float64
+
+
+def test_kernel_builds_and_is_available():
+    assert native.enabled() and native.available()
+
+
+def random_step(cfg: MemoryConfig, batch: int = 3, seed: int = 0, dtype=F64, case: str = "random"):
+    """A raw interface vector and a non-trivial previous state (weights on the simplex, usage and link
+    in [0, 1], zero link diagonal), or an edge case."""
+    g = torch.Generator().manual_seed(seed)
+    n, w, r = cfg.memory_size, cfg.word_size, cfg.num_read_heads
+    state = MemoryAccess(cfg).initial_state(batch, dtype=dtype)
+    vector = torch.randn(batch, interface_size(cfg), generator=g, dtype=dtype) * 2
+    if case == "zero":  # the all-zero initial state
+        return vector, tuple(state[:6])
+    usage = torch.rand(batch, n, generator=g, dtype=dtype)
+    if case == "full":  # usage near 1
+        usage = 1.0 - 1e-7 * torch.rand(batch, n, generator=g, dtype=dtype)
+    elif case == "ties":  # equal usages: the stable sort keeps index order
+        usage = torch.full((batch, n), 0.5, dtype=dtype)
+        usage[:, ::2] = 0.25
+    state = state._replace(
+        memory=torch.randn(batch, n, w, generator=g, dtype=dtype),
+        usage=usage,
+        read_weights=torch.softmax(torch.randn(batch, r, n, generator=g, dtype=dtype) * 2, -1),
+        write_weights=torch.softmax(torch.randn(batch, 1, n, generator=g, dtype=dtype), -1) * 0.8,
+    )
+    if cfg.temporal_links:
+        link = torch.rand(batch, 1, n, n, generator=g, dtype=dtype) / n
+        link.diagonal(dim1=-2, dim2=-1).zero_()
+        precedence = torch.softmax(torch.randn(batch, 1, n, generator=g, dtype=dtype), -1) * 0.9
+        state = state._replace(link=link, precedence=precedence)
+    return vector, tuple(state[:6])
+
+
+CONFIGS = [
+    dict(allocation=a, temporal_links=links, usage_decay=d)
+    for a, links, d in itertools.product([True, False], [True, False], [1.0, 0.9])
+]
+
+
+def step_values_and_grads(cfg, vector, state, use_native: bool, monkeypatch, seed: int = 5):
+    monkeypatch.setenv("MEMAGENT_NATIVE", "1" if use_native else "0")
+    inputs = [t.clone().requires_grad_(t.numel() > 0) for t in (vector, *state)]
+    out = fused._AccessStep.apply(*inputs, cfg)[: 7 if cfg.temporal_links else 5]
+    g = torch.Generator().manual_seed(seed)
+    loss = sum((o * torch.randn(o.shape, generator=g, dtype=o.dtype)).sum() for o in out)
+    grads = torch.autograd.grad(loss, [t for t in inputs if t.requires_grad])
+    return [o.detach() for o in out], grads
+
+
+@pytest.mark.parametrize("options", CONFIGS, ids=str)
+@pytest.mark.parametrize("case", ["random", "zero", "full", "ties"])
+def test_native_step_equals_torch_step_values_and_gradients(options, case, monkeypatch):
+    cfg = MemoryConfig(memory_size=7, word_size=5, num_read_heads=3, **options)
+    vector, state = random_step(cfg, case=case)
+    values_n, grads_n = step_values_and_grads(cfg, vector, state, True, monkeypatch)
+    values_t, grads_t = step_values_and_grads(cfg, vector, state, False, monkeypatch)
+    for a, e in zip(values_n, values_t):
+        torch.testing.assert_close(a, e, rtol=1e-12, atol=1e-13)
+    for a, e in zip(grads_n, grads_t):
+        torch.testing.assert_close(a, e, rtol=1e-9, atol=1e-11)
+
+
+@pytest.mark.parametrize("n, w, r", [(1, 1, 1), (2, 3, 1), (3, 2, 2), (16, 8, 4), (9, 4, 5), (6, 3, 7)])
+def test_native_step_small_and_odd_sizes(n, w, r, monkeypatch):
+    """N = 1, R = 1, R beyond the specialised head counts, odd widths."""
+    cfg = MemoryConfig(memory_size=n, word_size=w, num_read_heads=r)
+    vector, state = random_step(cfg, batch=2, seed=n + w + r)
+    values_n, grads_n = step_values_and_grads(cfg, vector, state, True, monkeypatch)
+    values_t, grads_t = step_values_and_grads(cfg, vector, state, False, monkeypatch)
+    for a, e in zip([*values_n, *grads_n], [*values_t, *grads_t]):
+        torch.testing.assert_close(a, e, rtol=1e-9, atol=1e-11)
+
+
+def test_native_step_float32_matches_torch(monkeypatch):
+    cfg = MemoryConfig(memory_size=32, word_size=16, num_read_heads=4)
+    vector, state = random_step(cfg, batch=4, dtype=torch.float32)
+    values_n, grads_n = step_values_and_grads(cfg, vector, state, True, monkeypatch)
+    values_t, grads_t = step_values_and_grads(cfg, vector, state, False, monkeypatch)
+    for a, e in zip([*values_n, *grads_n], [*values_t, *grads_t]):
+        torch.testing.assert_close(a, e, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "options", [{}, {"temporal_links": False}, {"allocation": False, "usage_decay": 0.9}], ids=str
+)
+def test_gradcheck_through_the_native_step(options, monkeypatch):
+    monkeypatch.setenv("MEMAGENT_NATIVE", "1")
+    cfg = MemoryConfig(memory_size=5, word_size=3, num_read_heads=2, **options)
+    vector, state = random_step(cfg, batch=2, seed=3)
+    inputs = [t.clone().requires_grad_() for t in (vector, *state)]
+
+    def f(*args):
+        return fused._AccessStep.apply(*args, cfg)[: 7 if cfg.temporal_links else 5]
+
+    assert torch.autograd.gradcheck(f, inputs)
+
+
+def dnc_run(model, x, starts, use_native: bool, monkeypatch):
+    monkeypatch.setenv("MEMAGENT_NATIVE", "1" if use_native else "0")
+    model.zero_grad()
+    y, state = model(x, episode_starts=starts)
+    (y.pow(2).sum() + sum((f * (k + 1)).sin().sum() for k, f in enumerate(state))).backward()
+    return y.detach(), [f.detach() for f in state], [p.grad.clone() for p in model.parameters()]
+
+
+@pytest.mark.parametrize("options", CONFIGS[::2] + [dict(memory_size=1)], ids=str)
+def test_native_dnc_sequence_equals_torch_path(options, monkeypatch):
+    """The whole recurrence on the native kernel (one autograd node, memory rebuilt every second
+    step) equals the per-step torch path: outputs, final state and every parameter's gradient, with a
+    reset inside the sequence."""
+    cfg = MemoryConfig(**{"memory_size": 6, "word_size": 4, "num_read_heads": 2, **options})
+    torch.manual_seed(0)
+    model = DNC(3, 8, 2, cfg).double()
+    x = torch.randn(3, 7, 3, generator=torch.Generator().manual_seed(1), dtype=F64)
+    starts = torch.zeros(3, 7, dtype=torch.bool)
+    starts[1, 4] = True
+    starts[2, 3] = True
+    native_run = dnc_run(model, x, starts, True, monkeypatch)
+    torch_run = dnc_run(model, x, starts, False, monkeypatch)
+    torch.testing.assert_close(native_run[0], torch_run[0], rtol=1e-12, atol=1e-13)
+    for a, e in zip(native_run[1], torch_run[1]):
+        torch.testing.assert_close(a, e, rtol=1e-12, atol=1e-13)
+    for a, e in zip(native_run[2], torch_run[2]):
+        torch.testing.assert_close(a, e, rtol=1e-9, atol=1e-11)
+
+
+def test_native_sequence_is_used_and_fallback_is_switchable(monkeypatch):
+    cfg = MemoryConfig(memory_size=4, word_size=3, num_read_heads=1)
+    model = DNC(2, 5, 1, cfg)
+    x = torch.randn(2, 3, 2)
+    monkeypatch.setenv("MEMAGENT_NATIVE", "1")
+    y, state = model(x)
+    assert type(state.memory.grad_fn).__name__ == "_DncSequenceBackward"
+    monkeypatch.setenv("MEMAGENT_NATIVE", "0")
+    assert not native.available() and not native.enabled()
+    y0, state0 = model(x)
+    assert type(state0.memory.grad_fn).__name__ != "_DncSequenceBackward"
+    torch.testing.assert_close(y, y0, rtol=1e-5, atol=1e-6)
+
+
+def test_double_backward_through_the_native_dnc(monkeypatch):
+    """create_graph=True (second-order MAML with autograd) recomputes on the differentiable path."""
+    cfg = MemoryConfig(memory_size=5, word_size=3, num_read_heads=2)
+    torch.manual_seed(0)
+    model = DNC(3, 6, 2, cfg).double()
+    x = torch.randn(2, 4, 3, generator=torch.Generator().manual_seed(2), dtype=F64)
+    results = []
+    for flag in ("1", "0"):
+        monkeypatch.setenv("MEMAGENT_NATIVE", flag)
+        params = list(model.parameters())
+        loss = model(x)[0].pow(2).sum()
+        grads = torch.autograd.grad(loss, params, create_graph=True)
+        second = torch.autograd.grad(sum(g.pow(2).sum() for g in grads), params)
+        results.append([g.detach() for g in grads] + list(second))
+    for a, e in zip(*results):
+        torch.testing.assert_close(a, e, rtol=1e-8, atol=1e-10)
+
+
+def test_torch_func_grad_with_native_enabled(monkeypatch):
+    from torch.func import functional_call, grad
+
+    monkeypatch.setenv("MEMAGENT_NATIVE", "1")
+    cfg = MemoryConfig(memory_size=5, word_size=3, num_read_heads=2)
+    torch.manual_seed(0)
+    model = DNC(3, 6, 2, cfg).double()
+    x = torch.randn(2, 4, 3, generator=torch.Generator().manual_seed(2), dtype=F64)
+    params = {k: v.detach() for k, v in model.named_parameters()}
+    g = grad(lambda p: functional_call(model, p, (x,))[0].pow(2).sum())(params)
+    model(x)[0].pow(2).sum().backward()
+    for name, p in model.named_parameters():
+        torch.testing.assert_close(g[name], p.grad, rtol=1e-10, atol=1e-12)
+
+
+def test_no_grad_native_forward_equals_training_forward(monkeypatch):
+    monkeypatch.setenv("MEMAGENT_NATIVE", "1")
+    cfg = MemoryConfig(memory_size=6, word_size=4, num_read_heads=2)
+    model = DNC(3, 8, 2, cfg)
+    x = torch.randn(2, 5, 3)
+    y, state = model(x)
+    with torch.no_grad():
+        y2, state2 = model(x)
+    torch.testing.assert_close(y2, y.detach(), rtol=0, atol=0)
+    for a, e in zip(state2, state):
+        torch.testing.assert_close(a, e.detach(), rtol=0, atol=0)
+
+
+def test_build_is_cached_per_source_and_atomic(tmp_path, monkeypatch):
+    monkeypatch.setenv("MEMAGENT_CACHE_DIR", str(tmp_path))
+    compiler = native._compiler()
+    first = native._build(compiler)
+    assert first.parent == tmp_path and first.exists()
+    assert native._build(compiler) == first  # cached: no rebuild
+    assert [p.name for p in tmp_path.iterdir()] == [first.name]  # no temporary files left
