@@ -133,10 +133,13 @@ def task_sequences(
     :return: task index of each step, shape ``(B, L)`` int64.
     """
     b = len(pools)
-    sizes = np.array([len(p) for p in pools], dtype=np.int64)
-    padded = np.zeros((b, sizes.max()), dtype=np.int64)
-    for i, p in enumerate(pools):
-        padded[i, : len(p)] = p
+    sizes = np.fromiter(map(len, pools), dtype=np.int64, count=b)
+    if np.all(sizes == sizes[0]):  # the usual case: one stacking call instead of a loop over episodes
+        padded = np.stack(pools).astype(np.int64, copy=False)
+    else:
+        padded = np.zeros((b, sizes.max()), dtype=np.int64)
+        for i, p in enumerate(pools):
+            padded[i, : len(p)] = p
     start = np.floor(uniforms[:, 0] * sizes).astype(np.int64)
     if schedule.kind == "explicit":
         seq = np.empty((b, length), dtype=np.int64)
@@ -148,14 +151,15 @@ def task_sequences(
         return seq
     if schedule.kind == "none":
         return np.repeat(padded[np.arange(b), start][:, None], length, axis=1)
-    steps = np.arange(length)
     if schedule.kind == "period":
-        switch = np.broadcast_to((steps > 0) & (steps % schedule.period == 0), (b, length))
+        cols = np.arange(schedule.period, length, schedule.period)  # the switch steps
+        switch = np.ones((b, len(cols)), dtype=bool)
     else:  # hazard
-        switch = uniforms[:, 1 + length :] < schedule.hazard
-        switch[:, 0] = False
+        cols = np.arange(1, length)  # never at step 0
+        switch = uniforms[:, 1 + length + 1 :] < schedule.hazard
     others = (sizes - 1)[:, None]
-    offsets = 1 + np.floor(uniforms[:, 1 : 1 + length] * others).astype(np.int64)
-    moves = np.where(switch & (others > 0), offsets, 0)
+    offsets = 1 + np.floor(uniforms[:, 1 + cols] * others).astype(np.int64)
+    moves = np.zeros((b, length), dtype=np.int64)
+    moves[:, cols] = np.where(switch & (others > 0), offsets, 0)
     position = (start[:, None] + np.cumsum(moves, axis=1)) % sizes[:, None]
     return np.take_along_axis(padded, position, axis=1)

@@ -68,6 +68,8 @@ class RegressionVecEnv(VecEnv):
         self._n_words = sum(episode_words(self.layout, self.schedule))
         self._revealed = revealed_mask(self.layout)
         self._actions: np.ndarray | None = None
+        # the episodes' random words, drawn into the same buffer every episode
+        self._words = np.empty((self.num_envs, self._n_words), np.uint64)
         self.metadata = first.metadata
         if seed is not None:
             self.seed(seed)
@@ -80,12 +82,13 @@ class RegressionVecEnv(VecEnv):
         copies, once per episode); Gaussians, task sequences, targets and observations are then computed
         for all copies at once.
         """
-        words = np.empty((self.num_envs, self._n_words), np.uint64)
+        words = self._words
         for i, (env, seed) in enumerate(zip(self.envs, seeds)):
             if seed is not None:
                 env.seed_stream(seed)
             words[i] = env.draw_words()
-        self._plans = build_episodes(self.layout, self.schedule, words, [env._pool for env in self.envs])
+        pools = [env._pool for env in self.envs]
+        self._plans = build_episodes(self.layout, self.schedule, words, pools)
         self._t = 0
         self.reset_infos = [{"task_id": k} for k in self._plans.tasks[0].tolist()]
         return observe(self.layout, self._plans, 0, None, self._revealed)
