@@ -28,7 +28,30 @@ typedef struct {
     double decay, eps;
 } access_cfg;
 
-int access_kernel_version(void) { return 1; }
+int access_kernel_version(void) { return 2; }
+
+/* exp for float32 in plain arithmetic (vectorisable; Cephes' expf polynomial, ~1 ulp on the range
+ * used; inputs below -87 give ~1e-38 instead of 0). float64 keeps libm's exp. */
+static inline float fast_expf(float x) {
+    x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
+    const float n = __builtin_floorf(x * 1.44269504088896341f + 0.5f);
+    float r = x - n * 0.693359375f;
+    r = r + n * 2.12194440e-4f;
+    const float r2 = r * r;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r2 + r + 1.0f;
+    union {
+        int i;
+        float f;
+    } scale;
+    scale.i = ((int)n + 127) << 23;
+    return p * scale.f;
+}
 
 #define real float
 #define FN(name) name##_f32
@@ -136,7 +159,18 @@ static void FN(work_init)(FN(work) * k, const access_cfg *c, char *mem, int back
     k->pairs_tmp = k->pairs + N;
 }
 
-static real FN(sigmoid)(real x) { return (real)1 / ((real)1 + (real)exp(-x)); }
+/* exp: the vectorisable fast_expf for float32, libm for float64 (the tests' reference precision) */
+static inline real FN(exp)(real x) { return sizeof(real) == 4 ? (real)fast_expf((float)x) : (real)exp(x); }
+
+static inline real FN(sigmoid)(real x) { return (real)1 / ((real)1 + FN(exp)(-x)); }
+
+/* tanh(x) = sign(x) (1 - 2 / (e^{2|x|} + 1)) in float32 (absolute error ~1e-7), libm in float64 */
+static inline real FN(tanh)(real x) {
+    if (sizeof(real) == 8) return (real)tanh(x);
+    const real a = x < 0 ? -x : x;
+    const real t = 1 - 2 / (FN(exp)(2 * a) + 1);
+    return x < 0 ? -t : t;
+}
 
 /* torch.nn.functional.softplus (beta 1, threshold 20) */
 static real FN(softplus)(real x) { return x > (real)20 ? x : (real)log1p(exp(x)); }
@@ -208,7 +242,7 @@ static inline __attribute__((always_inline)) void FN(link_row_forward_r)(
     int N, int i, const real *restrict lrow, const real *restrict w, const real *restrict p,
     const real *restrict rw, real *restrict lt, real *restrict f, real *restrict b, const int R) {
     const real wi = w[i], a = 1 - wi;
-    real fs[9] = {0}, rwi[9];
+    real fs[8] = {0}, rwi[8]; /* R <= 8 (larger R: the generic row below) */
     for (int r = 0; r < R; ++r) rwi[r] = rw[r * N + i];
 #pragma omp simd reduction(+ : fs[:R])
     for (int j = 0; j < N; ++j) {
@@ -234,7 +268,7 @@ static inline __attribute__((always_inline)) void FN(link_row_backward_r)(
     const real *restrict gfi, real *restrict h, real *restrict q, real *restrict gw, real *restrict gp,
     real *restrict glp, const int R) {
     const real wi = w[i], a = 1 - wi;
-    real hs[9] = {0}, rwi[9], grwi[9], gf[9];
+    real hs[8] = {0}, rwi[8], grwi[8], gf[8]; /* R <= 8 (larger R: the generic row below) */
     for (int r = 0; r < R; ++r) {
         rwi[r] = rw[r * N + i];
         grwi[r] = grw[r * N + i];
@@ -262,7 +296,48 @@ static inline __attribute__((always_inline)) void FN(link_row_backward_r)(
     for (int r = 0; r < R; ++r) h[r * N + i] = hs[r];
 }
 
-#define LINK_SWITCH(R, CALL)                 \
+/* The same rows for any number of heads (one pass per head; R > 8). */
+static void FN(link_row_forward_any)(int N, int i, const real *lrow, const real *w, const real *p,
+                                     const real *rw, real *lt, real *f, real *b, int R) {
+    const real wi = w[i], a = 1 - wi;
+    for (int j = 0; j < N; ++j) lt[j] = j == i ? 0 : (a - w[j]) * lrow[j] + wi * p[j];
+    for (int r = 0; r < R; ++r) {
+        const real rwi = rw[r * N + i];
+        f[r * N + i] = FN(dot)(lt, rw + r * N, N);
+        for (int j = 0; j < N; ++j) b[r * N + j] += rwi * lt[j];
+    }
+}
+
+static void FN(link_row_backward_any)(int N, int i, const real *lrow, const real *glrow, const real *w,
+                                      const real *p, const real *rw, const real *grw, const real *gb,
+                                      const real *gfi, real *h, real *q, real *gw, real *gp, real *glp,
+                                      real *lt, real *g, int R) {
+    const real wi = w[i], a = 1 - wi;
+    for (int j = 0; j < N; ++j) {
+        lt[j] = j == i ? 0 : (a - w[j]) * lrow[j] + wi * p[j];
+        g[j] = glrow[j];
+    }
+    for (int r = 0; r < R; ++r) {
+        const real rwi = rw[r * N + i], grwi = grw[r * N + i], gf = gfi[r];
+        h[r * N + i] = FN(dot)(lt, grw + r * N, N);
+        for (int j = 0; j < N; ++j) {
+            q[r * N + j] += grwi * lt[j];
+            g[j] += gf * rw[r * N + j] + rwi * gb[r * N + j];
+        }
+    }
+    g[i] = 0;
+    real gwi = 0;
+    for (int j = 0; j < N; ++j) {
+        const real gl = g[j] * lrow[j];
+        gwi += g[j] * p[j] - gl;
+        gw[j] -= gl;
+        gp[j] += wi * g[j];
+        glp[j] = (a - w[j]) * g[j];
+    }
+    gw[i] += gwi;
+}
+
+#define LINK_SWITCH(R, CALL, ANY)            \
     switch (R) {                             \
         case 1: CALL(1); break;              \
         case 2: CALL(2); break;              \
@@ -270,8 +345,9 @@ static inline __attribute__((always_inline)) void FN(link_row_backward_r)(
         case 4: CALL(4); break;              \
         case 5: CALL(5); break;              \
         case 6: CALL(6); break;              \
+        case 7: CALL(7); break;              \
         case 8: CALL(8); break;              \
-        default: CALL(R); break;             \
+        default: ANY; break;                 \
     }
 
 static void FN(link_forward)(int N, int R, const real *L, const real *w, const real *p, const real *rw,
@@ -281,15 +357,15 @@ static void FN(link_forward)(int N, int R, const real *L, const real *w, const r
         const real *lrow = L + (size_t)i * N;
         real *lt = Lt + (size_t)i * N;
 #define CALL(RR) FN(link_row_forward_r)(N, i, lrow, w, p, rw, lt, f, b, RR)
-        LINK_SWITCH(R, CALL)
+        LINK_SWITCH(R, CALL, FN(link_row_forward_any)(N, i, lrow, w, p, rw, lt, f, b, R))
 #undef CALL
     }
 }
 
 static void FN(link_backward)(int N, int R, const real *L, const real *gL, const real *w, const real *p,
                               const real *rw, const real *grw, const real *gb, const real *gf, real *h,
-                              real *q, real *gw, real *gp, real *gLp) {
-    real gfi[64];
+                              real *q, real *gw, real *gp, real *gLp, real *row, real *grow) {
+    real gfi[R];
     memset(q, 0, sizeof(real) * (size_t)R * N);
     memset(gp, 0, sizeof(real) * N);
     for (int i = 0; i < N; ++i) {
@@ -297,7 +373,9 @@ static void FN(link_backward)(int N, int R, const real *L, const real *gL, const
         const real *lrow = L + (size_t)i * N, *glrow = gL + (size_t)i * N;
         real *glp = gLp + (size_t)i * N;
 #define CALL(RR) FN(link_row_backward_r)(N, i, lrow, glrow, w, p, rw, grw, gb, gfi, h, q, gw, gp, glp, RR)
-        LINK_SWITCH(R, CALL)
+        LINK_SWITCH(R, CALL,
+                    FN(link_row_backward_any)(N, i, lrow, glrow, w, p, rw, grw, gb, gfi, h, q, gw, gp, glp, row,
+                                              grow, R))
 #undef CALL
     }
 }
@@ -305,13 +383,17 @@ static void FN(link_backward)(int N, int R, const real *L, const real *gL, const
 /* out = softmax(scale * x) over n entries */
 static void FN(softmax)(const real *x, real scale, real *out, int n) {
     real m = -INFINITY;
+#pragma omp simd reduction(max : m)
     for (int i = 0; i < n; ++i) m = x[i] * scale > m ? x[i] * scale : m;
     real s = 0;
+#pragma omp simd reduction(+ : s)
     for (int i = 0; i < n; ++i) {
-        out[i] = (real)exp(x[i] * scale - m);
+        out[i] = FN(exp)(x[i] * scale - m);
         s += out[i];
     }
-    for (int i = 0; i < n; ++i) out[i] /= s;
+    const real inv = 1 / s;
+#pragma omp simd
+    for (int i = 0; i < n; ++i) out[i] *= inv;
 }
 
 /* gradient of the logits of a softmax with probabilities p and output gradient g (in place in g) */
@@ -536,7 +618,8 @@ void FN(access_backward)(const access_cfg *c, const real *vec, const real *M, co
                     k.gb[r * N + n] = k.mode[3 * r] * k.grw[r * N + n];
                 }
             /* one pass over (L_{t-1}, dL_t): h = L_t dw^r, q = dw^r L_t, dw^w, dp, dL_{t-1} */
-            FN(link_backward)(N, R, Ls, gLs, w, ps, rws, k.grw, k.gb, k.gf, k.f, k.b, k.gw, k.gp, gLp);
+            FN(link_backward)(N, R, Ls, gLs, w, ps, rws, k.grw, k.gb, k.gf, k.f, k.b, k.gw, k.gp, gLp, k.row,
+                              k.grow);
             /* p_t = (1 - sum w) p_{t-1} + w */
             real sw = 0, gpp_dot = 0;
             for (int n = 0; n < N; ++n) {
@@ -698,11 +781,12 @@ void FN(lstm_forward)(int B, int H, const real *gates, const real *c_prev, real 
     for (int s = 0; s < B; ++s) {
         const real *g = gates + (size_t)s * 4 * H, *cp = c_prev + (size_t)s * H;
         real *hs = h + (size_t)s * H, *cs = c + (size_t)s * H;
+#pragma omp simd
         for (int j = 0; j < H; ++j) {
             const real ig = FN(sigmoid)(g[j]), fg = FN(sigmoid)(g[H + j]);
-            const real gg = (real)tanh(g[2 * H + j]), og = FN(sigmoid)(g[3 * H + j]);
+            const real gg = FN(tanh)(g[2 * H + j]), og = FN(sigmoid)(g[3 * H + j]);
             cs[j] = fg * cp[j] + ig * gg;
-            hs[j] = og * (real)tanh(cs[j]);
+            hs[j] = og * FN(tanh)(cs[j]);
         }
     }
 }
@@ -714,10 +798,11 @@ void FN(lstm_backward)(int B, int H, const real *gates, const real *c_prev, cons
         const real *g = gates + (size_t)s * 4 * H, *cp = c_prev + (size_t)s * H, *cs = c + (size_t)s * H;
         const real *ghs = gh + (size_t)s * H, *gcs = gc + (size_t)s * H;
         real *gg_out = g_gates + (size_t)s * 4 * H, *gcp = gc_prev + (size_t)s * H;
+#pragma omp simd
         for (int j = 0; j < H; ++j) {
             const real ig = FN(sigmoid)(g[j]), fg = FN(sigmoid)(g[H + j]);
-            const real gg = (real)tanh(g[2 * H + j]), og = FN(sigmoid)(g[3 * H + j]);
-            const real tc = (real)tanh(cs[j]);
+            const real gg = FN(tanh)(g[2 * H + j]), og = FN(sigmoid)(g[3 * H + j]);
+            const real tc = FN(tanh)(cs[j]);
             const real dc = gcs[j] + ghs[j] * og * (1 - tc * tc);
             gg_out[j] = dc * gg * ig * (1 - ig);
             gg_out[H + j] = dc * cp[j] * fg * (1 - fg);
