@@ -78,7 +78,9 @@ def test_native_step_equals_torch_step_values_and_gradients(options, case, monke
         torch.testing.assert_close(a, e, rtol=1e-9, atol=1e-11)
 
 
-@pytest.mark.parametrize("n, w, r", [(1, 1, 1), (2, 3, 1), (3, 2, 2), (16, 8, 4), (9, 4, 5), (6, 3, 7), (5, 2, 12)])
+@pytest.mark.parametrize(
+    "n, w, r", [(1, 1, 1), (2, 3, 1), (3, 2, 2), (16, 8, 4), (9, 4, 5), (6, 3, 7), (5, 2, 12)]
+)
 def test_native_step_small_and_odd_sizes(n, w, r, monkeypatch):
     """N = 1, R = 1, R beyond the specialised head counts, odd widths."""
     cfg = MemoryConfig(memory_size=n, word_size=w, num_read_heads=r)
