@@ -5,7 +5,8 @@
   and Acrobot, with derived quantities kept consistent) and/or generic perturbations of any Box
   environment (observation scaling and permutation, action negation and scaling).
 * :class:`FeedbackWrapper` appends the previous action and reward to the observation (RL², Duan et al. 2016).
-* :class:`HistoryWrapper` stacks the last ``k`` steps into a ``(k, F)`` window (for window extractors).
+* :class:`HistoryWrapper` stacks the last ``k`` steps into a ``(k, F)`` window (for window extractors), or
+  each entry of a ``Dict`` observation into its own ``(k, ...)`` stack.
 """
 
 from __future__ import annotations
@@ -491,14 +492,46 @@ class FeedbackWrapper(gym.Wrapper, gym.utils.RecordConstructorArgs):
         return self._augment(obs, enc, float(reward)), reward, terminated, truncated, info
 
 
+def _stacked_box(low: np.ndarray, high: np.ndarray, k: int, dtype: Any) -> spaces.Box:
+    """Box of ``k`` stacked rows with the given per-row bounds, widened to contain the zero padding."""
+    low = np.minimum(low, 0).astype(dtype)
+    high = np.maximum(high, 0).astype(dtype)
+    return spaces.Box(
+        np.broadcast_to(low, (k, *low.shape)), np.broadcast_to(high, (k, *high.shape)), dtype=dtype
+    )
+
+
+def _history_subspace(key: str, space: gym.Space, k: int) -> spaces.Box:
+    """Stacked space of one ``Dict`` entry: ``(k, *shape)`` for a Box (its dtype kept), ``(k, n)`` float32
+    one-hot/flat encodings for Discrete, MultiDiscrete and MultiBinary; anything else raises ``TypeError``."""
+    if isinstance(space, spaces.Box):
+        return _stacked_box(space.low, space.high, k, space.dtype)
+    if isinstance(space, spaces.Discrete | spaces.MultiDiscrete | spaces.MultiBinary):
+        flat = spaces.flatten_space(space)
+        return _stacked_box(flat.low, flat.high, k, np.float32)
+    raise TypeError(
+        f"HistoryWrapper: observation key {key!r} has unsupported space {space}; allowed sub-spaces: "
+        "Box, Discrete, MultiDiscrete, MultiBinary (flatten nested Dict/Tuple entries first)"
+    )
+
+
 class HistoryWrapper(gym.Wrapper, gym.utils.RecordConstructorArgs):
-    """Stack the last ``k`` steps into an observation of shape ``(k, F)``, oldest row first.
+    """Stack the last ``k`` steps, oldest first; steps before the episode's start are zeros.
 
-    Row ``i`` holds ``[flatten(o), enc(a_prev), r_prev]`` of one step (the action and reward parts only
-    with ``include_action`` / ``include_reward``); rows before the episode's start are zeros. The
-    newest row is the current step. Meant for window extractors that run a memory over ``k`` steps.
+    * Box, Discrete, MultiDiscrete or MultiBinary observations -> a float32 ``Box`` of shape ``(k, F)``:
+      row ``i`` holds ``[flatten(o), enc(a_prev), r_prev]`` of one step (the action and reward parts
+      only with ``include_action`` / ``include_reward``). Meant for window extractors that run a memory
+      over ``k`` steps.
+    * ``Dict`` observations -> a ``Dict`` with the same keys, each entry the stack of its last ``k`` values:
+      a Box entry of shape ``S`` becomes ``(k, *S)`` with its dtype; Discrete, MultiDiscrete and
+      MultiBinary entries become ``(k, n)`` float32 one-hot / flat encodings. ``include_action`` and
+      ``include_reward`` add the keys ``prev_action`` ``(k, A)`` and ``prev_reward`` ``(k, 1)``. SB3's
+      ``MultiInputPolicy`` trains on it. Other entries (nested Dict, Tuple, …) raise ``TypeError`` naming
+      the key.
 
-    :param env: an environment with a Box, Discrete, MultiDiscrete or MultiBinary observation space.
+    The newest row is the current step; every box is widened to contain the zero padding.
+
+    :param env: an environment with a Box, Discrete, MultiDiscrete, MultiBinary or Dict observation space.
     :param k: window length >= 1.
     :param include_action: add the previous action (flattened / one-hot) to every row.
     :param include_reward: add the previous reward to every row.
@@ -513,57 +546,96 @@ class HistoryWrapper(gym.Wrapper, gym.utils.RecordConstructorArgs):
         super().__init__(env)
         if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
             raise ValueError(f"k must be an integer >= 1, got {k!r}")
-        obs_space = env.observation_space
-        if not isinstance(
-            obs_space, spaces.Box | spaces.Discrete | spaces.MultiDiscrete | spaces.MultiBinary
-        ):
-            raise TypeError(
-                "HistoryWrapper: observation space must be Box/Discrete/MultiDiscrete/MultiBinary, "
-                f"got {obs_space}; wrap Dict observations with FeedbackWrapper or flatten them first"
-            )
         self.k = int(k)
         self.include_action, self.include_reward = bool(include_action), bool(include_reward)
-        flat = spaces.flatten_space(obs_space)
-        lows, highs = [flat.low], [flat.high]
-        if self.include_action:
-            act = _action_encoding_space(env.action_space)
-            lows.append(act.low)
-            highs.append(act.high)
-        if self.include_reward:
-            lows.append(np.array([-np.inf]))
-            highs.append(np.array([np.inf]))
-        low = np.minimum(np.concatenate(lows), 0.0).astype(np.float32)
-        high = np.maximum(np.concatenate(highs), 0.0).astype(np.float32)
-        self.row_size = len(low)
-        self.observation_space = spaces.Box(
-            np.tile(low, (self.k, 1)), np.tile(high, (self.k, 1)), dtype=np.float32
-        )
-        self._window = np.zeros((self.k, self.row_size), np.float32)
+        obs_space = env.observation_space
+        act = _action_encoding_space(env.action_space) if self.include_action else None
+        if isinstance(obs_space, spaces.Dict):
+            stacked = {key: _history_subspace(key, sub, self.k) for key, sub in obs_space.spaces.items()}
+            extra = {}
+            if act is not None:
+                extra["prev_action"] = _stacked_box(act.low, act.high, self.k, np.float32)
+            if self.include_reward:
+                extra["prev_reward"] = _stacked_box(
+                    np.array([-np.inf]), np.array([np.inf]), self.k, np.float32
+                )
+            clash = set(extra) & set(stacked)
+            if clash:
+                raise ValueError(f"HistoryWrapper: observation Dict already has keys {sorted(clash)}")
+            self.observation_space = spaces.Dict({**stacked, **extra})
+            self.row_size = None
+        elif isinstance(obs_space, spaces.Box | spaces.Discrete | spaces.MultiDiscrete | spaces.MultiBinary):
+            flat = spaces.flatten_space(obs_space)
+            lows, highs = [flat.low], [flat.high]
+            if act is not None:
+                lows.append(act.low)
+                highs.append(act.high)
+            if self.include_reward:
+                lows.append(np.array([-np.inf]))
+                highs.append(np.array([np.inf]))
+            self.observation_space = _stacked_box(
+                np.concatenate(lows), np.concatenate(highs), self.k, np.float32
+            )
+            self.row_size = self.observation_space.shape[1]
+        else:
+            raise TypeError(
+                "HistoryWrapper: observation space must be Box/Discrete/MultiDiscrete/MultiBinary or a Dict "
+                f"of them, got {obs_space}"
+            )
+        self._window = self._zeros()
 
-    def _row(self, obs: Any, action: Any, reward: float) -> np.ndarray:
-        parts = [np.asarray(spaces.flatten(self.env.observation_space, obs), dtype=np.float32)]
+    def _zeros(self) -> Any:
+        space = self.observation_space
+        if isinstance(space, spaces.Dict):
+            return {key: np.zeros(sub.shape, sub.dtype) for key, sub in space.spaces.items()}
+        return np.zeros(space.shape, space.dtype)
+
+    def _action_row(self, action: Any) -> np.ndarray:
+        if action is None:
+            return np.zeros(spaces.flatdim(self.env.action_space), np.float32)
+        return _encode_action(self.env.action_space, action)
+
+    def _row(self, obs: Any, action: Any, reward: float) -> Any:
+        """The newest row: one flat float32 vector, or a dict of per-key rows (``action`` None at reset)."""
+        space = self.env.observation_space
+        if isinstance(space, spaces.Dict):
+            row = {}
+            for key, sub in space.spaces.items():
+                if isinstance(sub, spaces.Box):
+                    row[key] = np.asarray(obs[key], dtype=sub.dtype).reshape(sub.shape)
+                else:
+                    row[key] = np.asarray(spaces.flatten(sub, obs[key]), dtype=np.float32)
+            if self.include_action:
+                row["prev_action"] = self._action_row(action)
+            if self.include_reward:
+                row["prev_reward"] = np.array([reward], np.float32)
+            return row
+        parts = [np.asarray(spaces.flatten(space, obs), dtype=np.float32)]
         if self.include_action:
-            if action is None:
-                parts.append(np.zeros(spaces.flatdim(self.env.action_space), np.float32))
-            else:
-                parts.append(_encode_action(self.env.action_space, action))
+            parts.append(self._action_row(action))
         if self.include_reward:
             parts.append(np.array([reward], np.float32))
         return np.concatenate(parts)
 
-    def reset(
-        self, *, seed: int | None = None, options: dict[str, Any] | None = None
-    ) -> tuple[np.ndarray, dict]:
-        obs, info = self.env.reset(seed=seed, options=options)
-        self._window = np.zeros((self.k, self.row_size), np.float32)
-        self._window[-1] = self._row(obs, None, 0.0)
-        return self._window.copy(), info
+    def _push(self, row: Any) -> Any:
+        """Shift the window one step (oldest row out) and write ``row`` last; returns a copy."""
+        if isinstance(self._window, dict):
+            for key, window in self._window.items():
+                window[:-1] = window[1:]
+                window[-1] = row[key]
+            return {key: window.copy() for key, window in self._window.items()}
+        self._window[:-1] = self._window[1:]
+        self._window[-1] = row
+        return self._window.copy()
 
-    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict]:
+        obs, info = self.env.reset(seed=seed, options=options)
+        self._window = self._zeros()
+        return self._push(self._row(obs, None, 0.0)), info
+
+    def step(self, action: Any) -> tuple[Any, float, bool, bool, dict]:
         obs, reward, terminated, truncated, info = self.env.step(action)
-        self._window = np.roll(self._window, -1, axis=0)
-        self._window[-1] = self._row(obs, action, float(reward))
-        return self._window.copy(), reward, terminated, truncated, info
+        return self._push(self._row(obs, action, float(reward))), reward, terminated, truncated, info
 
 
 def make_nonstationary(

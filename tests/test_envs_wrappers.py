@@ -1,5 +1,6 @@
 """NonStationary changes the named physics and nothing else, at the scheduled steps; feedback and history."""
 
+import copy
 import warnings
 
 import gymnasium as gym
@@ -243,3 +244,217 @@ def test_registered_nonstationary_classic_ids(env_id):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         check_env(make_nonstationary(**envs.CLASSIC_IDS[env_id]), skip_render_check=True)
+
+
+# ------------------------------------------------------------------------ every SB3 space, Dict history
+OBS_CASES = {
+    "box": (spaces.Box(-2, 2, (2,), np.float32), np.array([0.5, -1.5], np.float32), [0.5, -1.5]),
+    "discrete": (spaces.Discrete(4), 3, [0, 0, 0, 1]),
+    "multidiscrete": (spaces.MultiDiscrete([2, 2]), np.array([1, 0]), [0, 1, 1, 0]),
+    "multibinary": (spaces.MultiBinary(2), np.array([1, 1], np.int8), [1, 1]),
+}
+ACTION_CASES = {  # space, action, its encoding
+    "box": (spaces.Box(-1, 1, (2,), np.float32), np.array([0.5, 3.0], np.float32), [0.5, 1.0]),
+    "discrete": (spaces.Discrete(3), 2, [0, 0, 1]),
+    "multidiscrete": (spaces.MultiDiscrete([2, 3]), np.array([1, 2]), [0, 1, 0, 0, 1]),
+    "multibinary": (spaces.MultiBinary(3), np.array([1, 0, 1], np.int8), [1, 0, 1]),
+}
+
+
+class FixedEnv(gym.Env):
+    """Returns the same observation every step and reward 1.5; episodes of 5 steps."""
+
+    def __init__(self, observation_space, action_space, value):
+        self.observation_space, self.action_space, self.value = observation_space, action_space, value
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return copy.deepcopy(self.value), {}
+
+    def step(self, action):
+        self.t += 1
+        return copy.deepcopy(self.value), 1.5, False, self.t >= 5, {}
+
+
+def check_both(env):
+    from gymnasium.utils.env_checker import check_env
+    from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        check_env(env, skip_render_check=True)
+        sb3_check_env(env)
+
+
+@pytest.mark.parametrize("act_name", sorted(ACTION_CASES))
+@pytest.mark.parametrize("obs_name", [*sorted(OBS_CASES), "dict", "image"])
+def test_feedback_wrapper_covers_every_sb3_space(obs_name, act_name):
+    act_space, action, encoding = ACTION_CASES[act_name]
+    if obs_name == "dict":
+        obs_space = spaces.Dict({k: OBS_CASES[k][0] for k in ("box", "discrete")})
+        value = {"box": OBS_CASES["box"][1], "discrete": 3}
+    elif obs_name == "image":
+        obs_space = spaces.Box(0, 255, (36, 36, 3), np.uint8)
+        value = np.full((36, 36, 3), 7, np.uint8)
+    else:
+        obs_space, value, flat = OBS_CASES[obs_name]
+    env = FeedbackWrapper(FixedEnv(obs_space, act_space, value), reward_scale=2.0)
+    obs0, _ = env.reset(seed=0)
+    obs1, *_ = env.step(action)
+    assert env.observation_space.contains(obs0) and env.observation_space.contains(obs1)
+    if obs_name in OBS_CASES:  # one flat float32 vector [flatten(o), enc(a), 2 * r]
+        assert obs1.dtype == np.float32 and obs1.shape == (len(flat) + len(encoding) + 1,)
+        np.testing.assert_array_equal(obs0, flat + [0] * len(encoding) + [0])
+        np.testing.assert_array_equal(obs1, flat + encoding + [3.0])
+    else:
+        keys = {"box", "discrete"} if obs_name == "dict" else {"obs"}
+        assert set(obs1) == keys | {"prev_action", "prev_reward"}
+        np.testing.assert_array_equal(obs0["prev_action"], [0] * len(encoding))
+        np.testing.assert_array_equal(obs1["prev_action"], encoding)
+        np.testing.assert_array_equal(obs1["prev_reward"], [3.0])
+        if obs_name == "image":
+            assert obs1["obs"].dtype == np.uint8 and np.all(obs1["obs"] == 7)
+    check_both(FeedbackWrapper(FixedEnv(obs_space, act_space, value)))
+
+
+class CounterDictEnv(gym.Env):
+    """Dict observations that count steps: after ``t`` steps ``pos = [t+1, -(t+1)]``, every pixel of
+    ``img`` is ``10(t+1)``, ``mode = (t+1) % 3``; reward ``t + 0.5`` for step ``t``; 6 steps an episode."""
+
+    observation_space = spaces.Dict(
+        {
+            "pos": spaces.Box(-10, 10, (2,), np.float32),
+            "img": spaces.Box(0, 255, (2, 2, 1), np.uint8),
+            "mode": spaces.Discrete(3),
+        }
+    )
+    action_space = spaces.Box(-1, 1, (1,), np.float32)
+
+    def _obs(self):
+        n = self.t + 1
+        return {
+            "pos": np.array([n, -n], np.float32),
+            "img": np.full((2, 2, 1), 10 * n, np.uint8),
+            "mode": n % 3,
+        }
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return self._obs(), {}
+
+    def step(self, action):
+        reward = self.t + 0.5
+        self.t += 1
+        return self._obs(), reward, False, self.t >= 6, {}
+
+
+def test_history_wrapper_stacks_each_dict_entry():
+    env = HistoryWrapper(CounterDictEnv(), 3, include_action=True, include_reward=True)
+    space = env.observation_space
+    assert set(space) == {"pos", "img", "mode", "prev_action", "prev_reward"}
+    assert space["pos"].shape == (3, 2) and space["pos"].dtype == np.float32
+    assert np.all(space["pos"].low == -10) and np.all(space["pos"].high == 10)
+    assert space["img"].shape == (3, 2, 2, 1) and space["img"].dtype == np.uint8
+    assert np.all(space["img"].low == 0) and np.all(space["img"].high == 255)
+    assert space["mode"].shape == (3, 3) and space["mode"].dtype == np.float32  # one-hot rows
+    assert space["prev_action"].shape == (3, 1) and np.all(space["prev_action"].low == -1)
+    assert space["prev_reward"].shape == (3, 1) and np.all(np.isinf(space["prev_reward"].high))
+    obs, _ = env.reset(seed=0)
+    np.testing.assert_array_equal(obs["pos"], [[0, 0], [0, 0], [1, -1]])
+    np.testing.assert_array_equal(obs["img"][:, 0, 0, 0], [0, 0, 10])
+    np.testing.assert_array_equal(obs["mode"], [[0, 0, 0], [0, 0, 0], [0, 1, 0]])
+    np.testing.assert_array_equal(obs["prev_action"], [[0], [0], [0]])
+    for a in (0.25, -0.5, 0.75):
+        obs, *_ = env.step(np.array([a], np.float32))
+        assert space.contains(obs)
+    np.testing.assert_array_equal(obs["pos"], [[2, -2], [3, -3], [4, -4]])
+    np.testing.assert_array_equal(obs["img"][:, 1, 1, 0], [20, 30, 40])
+    np.testing.assert_array_equal(obs["mode"], [[0, 0, 1], [1, 0, 0], [0, 1, 0]])
+    np.testing.assert_array_equal(obs["prev_action"], [[0.25], [-0.5], [0.75]])
+    np.testing.assert_array_equal(obs["prev_reward"], [[0.5], [1.5], [2.5]])
+    obs["pos"][:] = 99  # the returned arrays are copies
+    obs, _ = env.reset(seed=1)  # a new episode clears the history
+    np.testing.assert_array_equal(obs["pos"], [[0, 0], [0, 0], [1, -1]])
+    np.testing.assert_array_equal(obs["prev_reward"], [[0], [0], [0]])
+    check_both(HistoryWrapper(CounterDictEnv(), 2, include_action=True))
+    check_both(HistoryWrapper(FeedbackWrapper(CounterDictEnv()), 2))
+
+
+def test_history_wrapper_rejects_unsupported_dict_entries():
+    def dict_env(**entries):
+        return FixedEnv(spaces.Dict(entries), spaces.Discrete(2), None)
+
+    box = spaces.Box(-1, 1, (2,), np.float32)
+    with pytest.raises(TypeError, match="key 'inner'.*Dict"):
+        HistoryWrapper(dict_env(pos=box, inner=spaces.Dict({"x": box})), 2)
+    with pytest.raises(TypeError, match="key 'pair'"):
+        HistoryWrapper(dict_env(pair=spaces.Tuple((box, box))), 2)
+    with pytest.raises(ValueError, match="prev_action"):
+        HistoryWrapper(dict_env(prev_action=box), 2, include_action=True)
+    with pytest.raises(TypeError, match="Tuple"):
+        HistoryWrapper(FixedEnv(spaces.Tuple((box, box)), spaces.Discrete(2), None), 2)
+
+
+def test_multi_input_ppo_trains_on_dict_history():
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    venv = DummyVecEnv(
+        [lambda: HistoryWrapper(CounterDictEnv(), 3, include_action=True, include_reward=True)]
+    )
+    model = PPO("MultiInputPolicy", venv, n_steps=16, batch_size=8, n_epochs=1, seed=0, device="cpu")
+    model.learn(total_timesteps=32)
+    assert model.num_timesteps == 32
+    action, _ = model.predict(venv.reset(), deterministic=True)
+    assert action.shape == (1, 1)
+
+
+class CueEnv(gym.Env):
+    """A random sign is shown at step 0 only; at step 2 the agent must name it (reward +1, else -1).
+
+    Without a memory of step 0 the expected reward is 0; with a history of 3 steps it is learnable."""
+
+    observation_space = spaces.Dict({"cue": spaces.Box(-1, 1, (1,), np.float32), "clock": spaces.Discrete(3)})
+    action_space = spaces.Discrete(2)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t, self.sign = 0, int(self.np_random.integers(2))
+        return {"cue": np.array([2.0 * self.sign - 1.0], np.float32), "clock": 0}, {}
+
+    def step(self, action):
+        self.t += 1
+        reward = 0.0 if self.t < 2 else (1.0 if int(action) == self.sign else -1.0)
+        return {"cue": np.zeros(1, np.float32), "clock": self.t}, reward, False, self.t >= 2, {}
+
+
+def test_dict_history_lets_a_memoryless_policy_solve_a_recall_task():
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    def trained_score(k):
+        venv = DummyVecEnv([lambda: HistoryWrapper(CueEnv(), k) for _ in range(4)])
+        venv.seed(0)
+        model = PPO(
+            "MultiInputPolicy",
+            venv,
+            n_steps=32,
+            batch_size=64,
+            n_epochs=4,
+            learning_rate=3e-3,
+            seed=0,
+            device="cpu",
+        )
+        model.learn(3000)
+        env, total = HistoryWrapper(CueEnv(), k), 0.0
+        for episode in range(100):
+            obs, _ = env.reset(seed=1000 + episode)
+            for _ in range(2):
+                obs, reward, *_ = env.step(model.predict(obs, deterministic=True)[0])
+                total += reward
+        return total / 100
+
+    assert trained_score(3) >= 0.9  # the cue is still in the window at step 2
+    assert trained_score(1) <= 0.4  # chance is 0 (±0.1 over 100 episodes)
