@@ -221,21 +221,6 @@ static void FN(row_dots)(const real *x, const real *keys, int W, int H, real *ou
     }
 }
 
-/* stable ascending sort of pairs (value, index) by value (ties keep index order): merge sort */
-static void FN(sort_pairs)(FN(pair) * a, FN(pair) * tmp, int n) {
-    for (int width = 1; width < n; width *= 2) {
-        for (int lo = 0; lo < n; lo += 2 * width) {
-            int mid = lo + width < n ? lo + width : n, hi = lo + 2 * width < n ? lo + 2 * width : n;
-            int i = lo, j = mid, o = lo;
-            while (i < mid && j < hi) tmp[o++] = a[j].v < a[i].v ? a[j++] : a[i++];
-            while (i < mid) tmp[o++] = a[i++];
-            while (j < hi) tmp[o++] = a[j++];
-        }
-        memcpy(a, tmp, sizeof(FN(pair)) * (size_t)n);
-    }
-}
-
-
 /* One row i of the link forward: L_t[i, :] = (1 - w_i - w) o L_{t-1}[i, :] + w_i p (zero at i),
  * f[r, i] = L_t[i, :] . w^r_r, b[r, :] += w^r[r, i] L_t[i, :]. R a constant after inlining. */
 static inline __attribute__((always_inline)) void FN(link_row_forward_r)(
@@ -380,6 +365,59 @@ static void FN(link_backward)(int N, int R, const real *L, const real *gL, const
     }
 }
 
+
+/* One memory row n of the backward through the reads, the read content weighting and the
+ * erase-and-write, fused (R a constant after inlining):
+ *   dM_t[n] = incoming + sum_r w^r_t[r, n] d reads[r] + sum_r gdot[r] k_r + M_t[n] sc   (reads, cosine)
+ *   dk_r += gdot[r] M_t[n];  then through M_t = M + w o (v - M o e): dM[n], d e, d v, d w[n] */
+static inline __attribute__((always_inline)) void FN(memory_row_backward_r)(
+    int W, const real *restrict m, const real *restrict mt, const real *restrict gi, const real *restrict gR,
+    const real *restrict keys, const real *restrict a, const real *restrict gd, real sc, real wn,
+    const real *restrict erase, const real *restrict wv, real *restrict gk, real *restrict g_e,
+    real *restrict g_v, real *restrict gmo, real *restrict gwn_out, const int R) {
+    real ar[8], gr[8];
+    for (int r = 0; r < R; ++r) {
+        ar[r] = a[r];
+        gr[r] = gd[r];
+    }
+    real gwn = 0;
+#pragma omp simd reduction(+ : gwn)
+    for (int j = 0; j < W; ++j) {
+        const real mtj = mt[j];
+        real gm = gi[j] + mtj * sc;
+        for (int r = 0; r < R; ++r) {
+            gm += ar[r] * gR[r * W + j] + gr[r] * keys[r * W + j];
+            gk[r * W + j] += gr[r] * mtj;
+        }
+        const real me = m[j] * erase[j];
+        gwn += gm * (wv[j] - me);
+        g_e[j] -= wn * gm * m[j];
+        g_v[j] += wn * gm;
+        gmo[j] = gm - gm * wn * erase[j];
+    }
+    *gwn_out = gwn;
+}
+
+static void FN(memory_row_backward_any)(int W, const real *m, const real *mt, const real *gi, const real *gR,
+                                        const real *keys, const real *a, const real *gd, real sc, real wn,
+                                        const real *erase, const real *wv, real *gk, real *g_e, real *g_v,
+                                        real *gmo, real *gwn_out, int R) {
+    real gwn = 0;
+    for (int j = 0; j < W; ++j) {
+        real gm = gi[j] + mt[j] * sc;
+        for (int r = 0; r < R; ++r) {
+            gm += a[r] * gR[r * W + j] + gd[r] * keys[r * W + j];
+            gk[r * W + j] += gd[r] * mt[j];
+        }
+        const real me = m[j] * erase[j];
+        gwn += gm * (wv[j] - me);
+        g_e[j] -= wn * gm * m[j];
+        g_v[j] += wn * gm;
+        gmo[j] = gm - gm * wn * erase[j];
+    }
+    *gwn_out = gwn;
+}
+
 /* out = softmax(scale * x) over n entries */
 static void FN(softmax)(const real *x, real scale, real *out, int n) {
     real m = -INFINITY;
@@ -450,11 +488,19 @@ static void FN(stage_memory)(const access_cfg *c, FN(work) * k, const real *vec,
             k->pairs[n].v = eps + (1 - eps) * ut[n];
             k->pairs[n].i = n;
         }
-        FN(sort_pairs)(k->pairs, k->pairs_tmp, N);
+        /* stable ascending order by ranks: rank n = #{m: s_m < s_n or (s_m == s_n and m < n)}
+         * (branch-free and vectorised; N^2 compares beat a merge sort's mispredictions here) */
+        for (int n = 0; n < N; ++n) k->su[n] = k->pairs[n].v;
+        for (int n = 0; n < N; ++n) {
+            const real v = k->su[n];
+            int rank = 0;
+#pragma omp simd reduction(+ : rank)
+            for (int m = 0; m < N; ++m) rank += (k->su[m] < v) | ((k->su[m] == v) & (m < n));
+            k->order[rank] = n;
+        }
         real prod = 1;
         for (int j = 0; j < N; ++j) {
-            k->su[j] = k->pairs[j].v;
-            k->order[j] = k->pairs[j].i;
+            k->su[j] = k->pairs[k->order[j]].v;
             k->sprod[j] = prod;
             k->salloc[j] = (1 - k->su[j]) * prod;
             k->alloc[k->order[j]] = k->salloc[j];
@@ -601,9 +647,16 @@ void FN(access_backward)(const access_cfg *c, const real *vec, const real *M, co
         const real *w = k.ww, *erase = k.gate, *free_g = k.gate + W, *wv = v + (R + 1) * W;
         const real wg = k.gate[nsig - 1];
         /* d w^r_t: from the next step and from the reads */
-        for (int r = 0; r < R; ++r)
-            for (int n = 0; n < N; ++n)
-                k.grw[r * N + n] = g_rwt[(size_t)s * R * N + r * N + n] + FN(dot)(gR + r * W, k.Mt + (size_t)n * W, W);
+        {
+            real dots[64], sq;
+            real *d = R <= 64 ? dots : (real *)malloc(sizeof(real) * R);
+            const real *grwt = g_rwt + (size_t)s * R * N;
+            for (int n = 0; n < N; ++n) {
+                FN(row_dots)(k.Mt + (size_t)n * W, gR, W, R, d, &sq);
+                for (int r = 0; r < R; ++r) k.grw[r * N + n] = grwt[r * N + n] + d[r];
+            }
+            if (d != dots) free(d);
+        }
         memset(grw_prev, 0, sizeof(real) * (size_t)R * N);
         memset(k.gw, 0, sizeof(real) * N);
         real gmode[3 * 64 + 3];
@@ -643,50 +696,46 @@ void FN(access_backward)(const access_cfg *c, const real *vec, const real *M, co
         } else {
             memcpy(k.grc, k.grw, sizeof(real) * (size_t)R * N);
         }
-        const real *rwt_s = rwt + (size_t)s * R * N; /* w^r_t, saved by the forward */
-        /* d M_t = incoming + w^r_t^T d reads */
-        for (int n = 0; n < N; ++n) {
-            real *gm = k.gMt + (size_t)n * W;
-            const real *gi = gMts + (size_t)n * W;
-#pragma omp simd
-            for (int j = 0; j < W; ++j) gm[j] = gi[j];
-            for (int r = 0; r < R; ++r) {
-                const real a = rwt_s[r * N + n];
-                const real *gr = gR + r * W;
-#pragma omp simd
-                for (int j = 0; j < W; ++j) gm[j] += a * gr[j];
-            }
-        }
-        /* read content weighting: softmax and cosine similarity backward */
+        /* read content weighting: softmax and cosine similarity backward (the |k| and |M_t| parts) */
         real g_rs[65];
         real *g_rstr = R + 1 <= 65 ? g_rs : (real *)malloc(sizeof(real) * (R + 1));
+        memset(k.gmn, 0, sizeof(real) * N);
         for (int r = 0; r < R; ++r) {
             real *gl = k.grc + r * N;
             FN(softmax_backward)(k.rc + r * N, gl, N);
             g_rstr[r] = FN(dot)(gl, k.rsim + r * N, N);
-            for (int n = 0; n < N; ++n)
-                k.gdot[r * N + n] = gl[n] * k.strength[r] / (k.knorm[r] * k.rnorm[n] + eps);
+            real gkn = 0;
+            for (int n = 0; n < N; ++n) {
+                const real gd = gl[n] * k.strength[r] / (k.knorm[r] * k.rnorm[n] + eps);
+                const real gden = -gd * k.rsim[r * N + n];
+                k.gdot[n * R + r] = gd; /* (N, R): one row per memory slot */
+                gkn += gden * k.rnorm[n];
+                k.gmn[n] += gden * k.knorm[r];
+            }
+            const real sc = gkn / k.knorm[r];
+            for (int j = 0; j < W; ++j) gv[r * W + j] = v[r * W + j] * sc;
         }
-        FN(cosine_backward)(N, W, R, k.Mt, k.rnorm, v, k.knorm, k.rsim, k.gdot, k.gmn, k.gMt, gv, W);
-        /* erase and write: M_t = M + w o (v - M o e) */
+        /* one pass over the memory rows: reads, read cosine and erase-and-write backward */
         real *g_e = gv + (R + 2) * W + (R + 1); /* raw erase slot: written as d e first, activated later */
         real *g_v = gv + (R + 1) * W;
         for (int j = 0; j < W; ++j) g_e[j] = g_v[j] = 0;
+        const real *rwt_s = rwt + (size_t)s * R * N; /* w^r_t, saved by the forward */
+        real a_n[64];
+        real *an = R <= 64 ? a_n : (real *)malloc(sizeof(real) * R);
         for (int n = 0; n < N; ++n) {
-            const real *m = Ms + (size_t)n * W, *gm = k.gMt + (size_t)n * W;
+            const real *m = Ms + (size_t)n * W, *mt = k.Mt + (size_t)n * W, *gi = gMts + (size_t)n * W;
             real *gmo = gMs + (size_t)n * W;
-            const real wn = w[n];
-            real gwn = 0;
-#pragma omp simd reduction(+ : gwn)
-            for (int j = 0; j < W; ++j) {
-                const real me = m[j] * erase[j];
-                gwn += gm[j] * (wv[j] - me);
-                g_e[j] -= wn * gm[j] * m[j];
-                g_v[j] += wn * gm[j];
-                gmo[j] = gm[j] - gm[j] * wn * erase[j];
-            }
+            const real *gd = k.gdot + n * R, sc = k.gmn[n] / k.rnorm[n], wn = w[n];
+            for (int r = 0; r < R; ++r) an[r] = rwt_s[r * N + n];
+            real gwn;
+#define CALL(RR) FN(memory_row_backward_r)(W, m, mt, gi, gR, v, an, gd, sc, wn, erase, wv, gv, g_e, g_v, gmo, &gwn, RR)
+            LINK_SWITCH(R, CALL,
+                        FN(memory_row_backward_any)(W, m, mt, gi, gR, v, an, gd, sc, wn, erase, wv, gv, g_e, g_v,
+                                                    gmo, &gwn, R))
+#undef CALL
             k.gww[n] = g_wwt[(size_t)s * N + n] + k.gw[n] + gwn;
         }
+        if (an != a_n) free(an);
         /* write weighting w^w = g^w (g^a a + (1 - g^a) c^w) and allocation */
         real *gu_new = k.gu; /* reuse: u_t no longer needed */
         const real *gut = g_ut + (size_t)s * N;
