@@ -28,7 +28,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import envs  # noqa: E402,F401  (registers the ids)
-from envs.vector import RegressionVecEnv  # noqa: E402
+from envs.vector import INFO_KEYS, RegressionVecEnv  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "vec_env.md"
 
@@ -43,11 +43,13 @@ def time_steps(venv: VecEnv, actions: np.ndarray, n_steps: int) -> float:
     return time.process_time() - start
 
 
-def measure(env_id: str, n_envs: int, n_steps: int, rounds: int) -> tuple[float, float, float]:
+def measure(
+    env_id: str, n_envs: int, n_steps: int, rounds: int, info_keys: tuple[str, ...] = INFO_KEYS
+) -> tuple[float, float, float]:
     """Median env-steps per CPU second of (DummyVecEnv of gym.make, RegressionVecEnv) and median ratio."""
     spec = gym.spec(env_id)
     dummy = DummyVecEnv([lambda: gym.make(env_id) for _ in range(n_envs)])
-    batched = RegressionVecEnv(n_envs, dict(spec.kwargs))
+    batched = RegressionVecEnv(n_envs, dict(spec.kwargs), info_keys=info_keys)
     dim = batched.layout.dim
     actions = np.random.default_rng(0).uniform(-1, 1, size=(16, n_envs, dim)).astype(np.float32)
     rates: dict[str, list[float]] = {"dummy": [], "batched": []}
@@ -62,27 +64,32 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="one configuration, short rounds")
     args = parser.parse_args()
+    v0 = "memagent/NonStationaryRegression-v0"
+    no_target = ("task_id", "switched")
     if args.quick:
-        configs = [("memagent/NonStationaryRegression-v0", 64)]
+        configs = [(v0, 64, INFO_KEYS), (v0, 64, no_target)]
         episodes, rounds = 1, 1
     else:
         configs = [
-            ("memagent/NonStationaryRegression-v0", 16),
-            ("memagent/NonStationaryRegression-v0", 64),
-            ("memagent/NonStationaryRegression-v0", 256),
-            ("memagent/NonStationaryRegressionReward-v0", 64),
-            ("memagent/NonStationaryRegressionNoisy-v0", 64),
-            ("memagent/NonStationaryRegressionOracle-v0", 64),
+            (v0, 16, INFO_KEYS),
+            (v0, 64, INFO_KEYS),
+            (v0, 256, INFO_KEYS),
+            ("memagent/NonStationaryRegressionReward-v0", 64, INFO_KEYS),
+            ("memagent/NonStationaryRegressionNoisy-v0", 64, INFO_KEYS),
+            ("memagent/NonStationaryRegressionOracle-v0", 64, INFO_KEYS),
+            (v0, 64, no_target),
+            (v0, 64, ()),
         ]
         episodes, rounds = 2, 5
     rows = [
-        "| env id | n_envs | DummyVecEnv steps/s | RegressionVecEnv steps/s | speed-up |",
-        "|---|---:|---:|---:|---:|",
+        "| env id | n_envs | info keys | DummyVecEnv steps/s | RegressionVecEnv steps/s | speed-up |",
+        "|---|---:|---|---:|---:|---:|",
     ]
-    for env_id, n_envs in configs:
+    for env_id, n_envs, info_keys in configs:
         n_steps = episodes * gym.spec(env_id).kwargs.get("episode_length", 200)
-        dummy, batched, ratio = measure(env_id, n_envs, n_steps, rounds)
-        rows.append(f"| `{env_id}` | {n_envs} | {dummy:,.0f} | {batched:,.0f} | {ratio:.1f}× |")
+        dummy, batched, ratio = measure(env_id, n_envs, n_steps, rounds, info_keys)
+        keys = "all (default)" if info_keys == INFO_KEYS else f"`{info_keys}`"
+        rows.append(f"| `{env_id}` | {n_envs} | {keys} | {dummy:,.0f} | {batched:,.0f} | {ratio:.1f}× |")
         print(rows[-1], flush=True)
     header = (
         f"Env-steps per CPU second (median of {rounds} alternating rounds of {episodes} episode(s), "

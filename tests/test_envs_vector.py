@@ -7,7 +7,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecMonitor
 
 import envs  # noqa: F401  (registers the ids)
 from envs.regression import NonStationaryRegression
-from envs.vector import RegressionVecEnv, make_vec_env
+from envs.vector import INFO_KEYS, RegressionVecEnv, make_vec_env
 
 CONFIGS = [
     {"dim": 6, "episode_length": 9, "period": 4},
@@ -74,6 +74,32 @@ def test_batched_equals_dummy_vec_env_step_for_step(kwargs):
     batched.seed(123)
     dummy.seed(123)
     np.testing.assert_array_equal(dummy.reset(), batched.reset())
+
+
+@pytest.mark.parametrize("info_keys", [("task_id", "switched"), ("target",), ()])
+def test_info_keys_opt_out_keeps_the_rest_identical(info_keys):
+    kwargs = {"dim": 3, "episode_length": 4, "period": 2}
+    dummy = DummyVecEnv([lambda: NonStationaryRegression(**kwargs) for _ in range(3)])
+    batched = RegressionVecEnv(3, kwargs, info_keys=info_keys)
+    for venv in (dummy, batched):
+        venv.seed(5)
+    np.testing.assert_array_equal(dummy.reset(), batched.reset())
+    assert batched.reset_infos == [
+        {"task_id": i["task_id"]} if "task_id" in info_keys else {} for i in dummy.reset_infos
+    ]
+    dropped = set(INFO_KEYS) - set(info_keys)
+    for t in range(5):  # crosses an autoreset
+        actions = np.full((3, 3), 0.1 * t, np.float32)
+        od, rd, dd, id_ = dummy.step(actions)
+        ob, rb, db, ib = batched.step(actions)
+        np.testing.assert_array_equal(od, ob)
+        np.testing.assert_array_equal(rd, rb)
+        np.testing.assert_array_equal(dd, db)
+        assert_infos_equal([{k: v for k, v in i.items() if k not in dropped} for i in id_], ib)
+    with pytest.raises(ValueError, match="info_keys"):
+        RegressionVecEnv(2, kwargs, info_keys=("task_id", "reward"))
+    with pytest.raises(ValueError, match="info_keys"):
+        RegressionVecEnv(2, kwargs, info_keys="target")
 
 
 def test_batched_equals_gym_make_dummy_and_seeds_differ_across_copies():
