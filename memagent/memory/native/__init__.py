@@ -219,8 +219,9 @@ def _config(config, batch: int, vector_size: int) -> _Config:
     )
 
 
-def _ptr(tensor: Tensor) -> int:
-    return tensor.data_ptr()
+def _ptr(tensor: Tensor | None) -> int:
+    """The tensor's data address (0, a NULL pointer, for None)."""
+    return 0 if tensor is None else tensor.data_ptr()
 
 
 def access_forward(

@@ -10,8 +10,9 @@
  *                read modes 3 R (backward, forward, content) if temporal links
  *   M (B, N, W), u (B, N), L (B, N, N), p (B, N), rw (B, R, N), ww (B, N)
  * Outputs of the forward: reads (B, R, W), M_t, u_t, L_t, p_t, w^r_t (B, R, N), w^w_t (B, N).
- * The backward takes the same inputs (it saves nothing else: everything of step t is recomputed from
- * the inputs, fused with the gradient passes) and the gradients of the outputs.
+ * The backward takes the same inputs and w^r_t (the forward saves nothing else: everything of step t is
+ * recomputed from the inputs, fused with the gradient passes) and the gradients of the outputs; the
+ * gradients of M_t and L_t may be NULL (zero).
  *
  * The file includes itself twice to instantiate every function for float (suffix _f32) and
  * double (_f64).
@@ -91,6 +92,7 @@ typedef struct {
     FN(pair) *pairs, *pairs_tmp;
     real *ww;       /* N: w^w_t */
     real *Mt;       /* N W: M_t (backward only; the forward writes the output) */
+    real *zero;     /* N + W zeros */
     real *rnorm;    /* N: |M_{t, n}| */
     real *rsim;     /* R N: read cosine similarity */
     real *rc;       /* R N: read content weighting */
@@ -104,7 +106,7 @@ typedef struct {
 
 static size_t FN(work_size)(const access_cfg *c, int backward) {
     size_t N = c->N, W = c->W, R = c->R;
-    size_t n = (R + 1) + (W + R + 2) + 3 * R + (R + 1) + 12 * N + 5 * R * N + N * W;
+    size_t n = (R + 1) + (W + R + 2) + 3 * R + (R + 1) + 12 * N + 5 * R * N + N * W + N + W;
     if (backward) n += 8 * R * N + 6 * N + N * W + 2 * (R + 1) * N;
     return n * sizeof(real) + N * sizeof(int) + 2 * N * sizeof(FN(pair)) + 64;
 }
@@ -135,6 +137,8 @@ static void FN(work_init)(FN(work) * k, const access_cfg *c, char *mem, int back
     TAKE(b, R * N);
     TAKE(rwt, R * N);
     TAKE(Mt, N * W);
+    TAKE(zero, N + W); /* a zero row: stands for an absent (NULL, all-zero) incoming gradient */
+    memset(k->zero, 0, sizeof(real) * (N + W));
     if (backward) {
         TAKE(grw, R * N);
         TAKE(gf, R * N);
@@ -349,13 +353,13 @@ static void FN(link_forward)(int N, int R, const real *L, const real *w, const r
 
 static void FN(link_backward)(int N, int R, const real *L, const real *gL, const real *w, const real *p,
                               const real *rw, const real *grw, const real *gb, const real *gf, real *h,
-                              real *q, real *gw, real *gp, real *gLp, real *row, real *grow) {
+                              real *q, real *gw, real *gp, real *gLp, real *row, real *grow, const real *zero) {
     real gfi[R];
     memset(q, 0, sizeof(real) * (size_t)R * N);
     memset(gp, 0, sizeof(real) * N);
     for (int i = 0; i < N; ++i) {
         for (int r = 0; r < R; ++r) gfi[r] = gf[r * N + i];
-        const real *lrow = L + (size_t)i * N, *glrow = gL + (size_t)i * N;
+        const real *lrow = L + (size_t)i * N, *glrow = gL ? gL + (size_t)i * N : zero;
         real *glp = gLp + (size_t)i * N;
 #define CALL(RR) FN(link_row_backward_r)(N, i, lrow, glrow, w, p, rw, grw, gb, gfi, h, q, gw, gp, glp, RR)
         LINK_SWITCH(R, CALL,
@@ -641,7 +645,7 @@ void FN(access_backward)(const access_cfg *c, const real *vec, const real *M, co
     for (int s = 0; s < c->B; ++s) {
         const real *v = vec + (size_t)s * V, *Ms = M + (size_t)s * N * W, *us = u + (size_t)s * N;
         const real *rws = rw + (size_t)s * R * N, *pww = ww + (size_t)s * N;
-        const real *gR = g_reads + (size_t)s * R * W, *gMts = g_Mt + (size_t)s * N * W;
+        const real *gR = g_reads + (size_t)s * R * W, *gMts = g_Mt ? g_Mt + (size_t)s * N * W : NULL;
         real *gv = g_vec + (size_t)s * V, *gMs = g_M + (size_t)s * N * W, *grw_prev = g_rw + (size_t)s * R * N;
         FN(stage_memory)(c, &k, v, Ms, us, rws, pww, ut, k.Mt);
         const real *w = k.ww, *erase = k.gate, *free_g = k.gate + W, *wv = v + (R + 1) * W;
@@ -662,7 +666,7 @@ void FN(access_backward)(const access_cfg *c, const real *vec, const real *M, co
         real gmode[3 * 64 + 3];
         real *gmodes = R <= 64 ? gmode : (real *)malloc(sizeof(real) * 3 * R);
         if (c->links) {
-            const real *Ls = L + (size_t)s * N * N, *ps = p + (size_t)s * N, *gLs = g_Lt + (size_t)s * N * N;
+            const real *Ls = L + (size_t)s * N * N, *ps = p + (size_t)s * N, *gLs = g_Lt ? g_Lt + (size_t)s * N * N : NULL;
             const real *gps = g_pt + (size_t)s * N;
             real *gLp = g_L + (size_t)s * N * N, *gpp = g_p + (size_t)s * N;
             for (int r = 0; r < R; ++r)
@@ -672,7 +676,7 @@ void FN(access_backward)(const access_cfg *c, const real *vec, const real *M, co
                 }
             /* one pass over (L_{t-1}, dL_t): h = L_t dw^r, q = dw^r L_t, dw^w, dp, dL_{t-1} */
             FN(link_backward)(N, R, Ls, gLs, w, ps, rws, k.grw, k.gb, k.gf, k.f, k.b, k.gw, k.gp, gLp, k.row,
-                              k.grow);
+                              k.grow, k.zero);
             /* p_t = (1 - sum w) p_{t-1} + w */
             real sw = 0, gpp_dot = 0;
             for (int n = 0; n < N; ++n) {
@@ -723,7 +727,7 @@ void FN(access_backward)(const access_cfg *c, const real *vec, const real *M, co
         real a_n[64];
         real *an = R <= 64 ? a_n : (real *)malloc(sizeof(real) * R);
         for (int n = 0; n < N; ++n) {
-            const real *m = Ms + (size_t)n * W, *mt = k.Mt + (size_t)n * W, *gi = gMts + (size_t)n * W;
+            const real *m = Ms + (size_t)n * W, *mt = k.Mt + (size_t)n * W, *gi = gMts ? gMts + (size_t)n * W : k.zero;
             real *gmo = gMs + (size_t)n * W;
             const real *gd = k.gdot + n * R, sc = k.gmn[n] / k.rnorm[n], wn = w[n];
             for (int r = 0; r < R; ++r) an[r] = rwt_s[r * N + n];

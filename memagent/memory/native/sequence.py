@@ -57,10 +57,13 @@ def _forward(config, x, w_ih, w_hh, b_gates, w_i, b_i, state, resets: dict[int, 
     hbuf[0], cbuf[0], rbuf[0] = h, c, reads.reshape(batch, r * w)
     cfg = native._config(config, batch, vsize)
     ptr = native._ptr
+    # per-step views, made once (indexing in the loop costs a dispatch each)
+    gx_s, gates_s, vecs_s = gx.unbind(0), gates.unbind(0), vecs.unbind(0)
+    h_s, c_s, r_s = hbuf.unbind(0), cbuf.unbind(0), rbuf.unbind(0)
     step_inputs: list[tuple] = []
     reset_inputs: dict[int, tuple[Tensor, Tensor, Tensor]] = {}  # (h, c, r) entering a reset step
     for t in range(steps):
-        h_in, c_in, r_in = hbuf[t], cbuf[t], rbuf[t]
+        h_in, c_in, r_in = h_s[t], c_s[t], r_s[t]
         if t in resets:
             mask = resets[t]
             h_in, c_in, r_in = (_masked(f, mask) for f in (h_in, c_in, r_in))
@@ -68,24 +71,24 @@ def _forward(config, x, w_ih, w_hh, b_gates, w_i, b_i, state, resets: dict[int, 
             memory, usage, rw, ww = (_masked(f, mask) for f in (memory, usage, rw, ww))
             if links:
                 link, prec = _masked(link, mask), _masked(prec, mask)
-        torch.addmm(gx[t], r_in, w_r_t, out=gates[t])
-        gates[t].addmm_(h_in, w_h_t)
-        kernels.lstm_forward(batch, hsize, ptr(gates[t]), ptr(c_in), ptr(hbuf[t + 1]), ptr(cbuf[t + 1]))
-        torch.addmm(b_i, hbuf[t + 1], w_i_t, out=vecs[t])
+        torch.addmm(gx_s[t], r_in, w_r_t, out=gates_s[t])
+        gates_s[t].addmm_(h_in, w_h_t)
+        kernels.lstm_forward(batch, hsize, ptr(gates_s[t]), ptr(c_in), ptr(h_s[t + 1]), ptr(c_s[t + 1]))
+        torch.addmm(b_i, h_s[t + 1], w_i_t, out=vecs_s[t])
         new_memory, new_usage = torch.empty_like(memory), torch.empty_like(usage)
         new_link = torch.empty_like(link) if links else link
         new_prec = torch.empty_like(prec) if links else prec
         new_rw, new_ww = torch.empty_like(rw), torch.empty_like(ww)
         kernels.access_forward(
             cfg,
-            ptr(vecs[t]),
+            ptr(vecs_s[t]),
             ptr(memory),
             ptr(usage),
             ptr(link),
             ptr(prec),
             ptr(rw),
             ptr(ww),
-            ptr(rbuf[t + 1]),
+            ptr(r_s[t + 1]),
             ptr(new_memory),
             ptr(new_usage),
             ptr(new_link),
@@ -148,6 +151,7 @@ class _DncSequence(torch.autograd.Function):
         hiddens, reads, final, saved = _forward(config, x, w_ih, w_hh, b_gates, w_i, b_i, state, resets, True)
         ctx.config = config
         ctx.resets = resets
+        ctx.set_materialize_grads(False)  # absent gradients stay None (no N x N zeros to fill)
         ctx.buffers = saved
         ctx.save_for_backward(x, w_ih, w_hh, b_gates, w_i, b_i, *state)
         return (hiddens, reads, *final)
@@ -186,31 +190,45 @@ def _backward(config, resets, buffers, x, w_ih, w_hh, w_i, state, grads):
     r, w = config.num_read_heads, config.word_size
     links = config.temporal_links
     vsize = w_i.shape[0]
+    # absent (None) gradients: zeros, except for M_T and L_T, which the kernel reads as NULL (zero)
+    shapes = [(batch, steps, hsize), (batch, steps, r * w), (batch, hsize), (batch, hsize), None]
+    shapes += [tuple(f.shape) for f in state[3:8]] + [(batch, r, w)]
+    grads = [
+        g.contiguous() if g is not None else (None if k in (4, 6) else x.new_zeros(shapes[k]))
+        for k, g in enumerate(grads)
+    ]
     g_hiddens, g_reads, gh, gc, g_memory, g_usage, g_link, g_prec, g_rw, g_ww, g_r = grads
+    if not links:
+        g_link = g_prec = None
     g_hid_tm = g_hiddens.transpose(0, 1)
     g_reads_tm = g_reads.transpose(0, 1)
-    gh, gc = gh.contiguous().clone(), gc.contiguous()
     g_r = g_r.reshape(batch, r * w)
-    g_memory, g_usage, g_link, g_prec, g_rw, g_ww = (
-        t.contiguous() for t in (g_memory, g_usage, g_link, g_prec, g_rw, g_ww)
-    )
     g_gates = x.new_empty(steps, batch, 4 * hsize)
     g_vecs = x.new_empty(steps, batch, vsize)
     cfg = native._config(config, batch, vsize)
     ptr = native._ptr
     w_r, w_ih_x = w_ih[:, in_size:], w_ih[:, :in_size]
+    g_gates_s, g_vecs_s, gates_s, vecs_s = (
+        g_gates.unbind(0),
+        g_vecs.unbind(0),
+        gates.unbind(0),
+        vecs.unbind(0),
+    )
+    c_s, g_hid_s, g_reads_s = cbuf.unbind(0), g_hid_tm.unbind(0), g_reads_tm.unbind(0)
     for t in range(steps - 1, -1, -1):
         kept_memory, usage, link, prec, rw, ww, new_rw = step_inputs[t]
         if kept_memory is None:  # rebuild M_{t-1} from M_{t-2} (kept) and step t-1's write
             kept_memory = torch.empty_like(step_inputs[t - 1][0])
-            kernels.erase_write(cfg, ptr(vecs[t - 1]), ptr(step_inputs[t - 1][0]), ptr(ww), ptr(kept_memory))
-        g_reads_t = (g_reads_tm[t] + g_r).contiguous()
+            kernels.erase_write(
+                cfg, ptr(vecs_s[t - 1]), ptr(step_inputs[t - 1][0]), ptr(ww), ptr(kept_memory)
+            )
+        g_reads_t = (g_reads_s[t] + g_r).contiguous()
         outs = [torch.empty_like(f) for f in (kept_memory, usage, link, prec, rw, ww)]
         if not links:
             outs[2], outs[3] = link, prec
         kernels.access_backward(
             cfg,
-            ptr(vecs[t]),
+            ptr(vecs_s[t]),
             ptr(kept_memory),
             ptr(usage),
             ptr(link),
@@ -225,26 +243,26 @@ def _backward(config, resets, buffers, x, w_ih, w_hh, w_i, state, grads):
             ptr(g_prec),
             ptr(g_rw),
             ptr(g_ww),
-            ptr(g_vecs[t]),
+            ptr(g_vecs_s[t]),
             *(ptr(o) for o in outs),
         )
         g_memory, g_usage, g_link, g_prec, g_rw, g_ww = outs
-        gh_t = torch.add(g_hid_tm[t], gh).addmm_(g_vecs[t], w_i).contiguous()
+        gh_t = torch.add(g_hid_s[t], gh).addmm_(g_vecs_s[t], w_i).contiguous()
         gc_prev = torch.empty_like(gc)
         kernels.lstm_backward(
             batch,
             hsize,
-            ptr(gates[t]),
-            ptr(reset_inputs[t][1] if t in resets else cbuf[t]),
-            ptr(cbuf[t + 1]),
+            ptr(gates_s[t]),
+            ptr(reset_inputs[t][1] if t in resets else c_s[t]),
+            ptr(c_s[t + 1]),
             ptr(gh_t),
             ptr(gc),
-            ptr(g_gates[t]),
+            ptr(g_gates_s[t]),
             ptr(gc_prev),
         )
         gc = gc_prev
-        g_r = torch.mm(g_gates[t], w_r)
-        gh = torch.mm(g_gates[t], w_hh)
+        g_r = torch.mm(g_gates_s[t], w_r)
+        gh = torch.mm(g_gates_s[t], w_hh)
         if t in resets:  # the state entering step t was reset for these samples
             mask = resets[t]
             gh, gc, g_r, g_memory, g_usage, g_rw, g_ww = (
