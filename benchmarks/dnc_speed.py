@@ -7,12 +7,17 @@ forward pass leaves allocated (profiler net CPU allocation minus the output): th
 keeps, including what gradient checkpointing keeps.
 
     .venv/bin/python benchmarks/dnc_speed.py [--quick] [--threads 1] [--device cpu] [--compile] [--no-pypi]
+
+Our DNC runs on the native CPU kernel (memagent.memory.native) where it is available; the row
+"torch path (MEMAGENT_NATIVE=0)" is the same model on the torch path, side by side.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
+import os
 import statistics
 import sys
 import time
@@ -25,7 +30,7 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from memagent.memory import DNC, MemoryConfig  # noqa: E402
+from memagent.memory import DNC, MemoryConfig, native  # noqa: E402
 
 B, T, I, H, O = 16, 32, 64, 128, 64
 N, W, R = 128, 64, 4
@@ -44,8 +49,12 @@ class LSTMBaseline(nn.Module):
 
 
 class OursWrapper(nn.Module):
-    def __init__(self, config: MemoryConfig, **kwargs) -> None:
+    """Our DNC; ``native=False`` runs it with ``MEMAGENT_NATIVE=0`` (the torch path, per-step fused
+    autograd Functions) during its forward and backward."""
+
+    def __init__(self, config: MemoryConfig, native: bool = True, **kwargs) -> None:
         super().__init__()
+        self.native = native
         self.dnc = DNC(I, H, O, config, **kwargs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -89,16 +98,32 @@ def activation_bytes(model: nn.Module, x: torch.Tensor) -> int:
     from torch.profiler import ProfilerActivity, profile
 
     gc.collect()
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+    with native_switch(model), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         y = model(x)
     net = sum(event.self_cpu_memory_usage for event in prof.events())
     return net - y.untyped_storage().nbytes()
 
 
+@contextlib.contextmanager
+def native_switch(model: nn.Module):
+    """``MEMAGENT_NATIVE=0`` while a model built with ``native=False`` runs."""
+    old = os.environ.get("MEMAGENT_NATIVE")
+    if not getattr(model, "native", True):
+        os.environ["MEMAGENT_NATIVE"] = "0"
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("MEMAGENT_NATIVE", None)
+        else:
+            os.environ["MEMAGENT_NATIVE"] = old
+
+
 def train_step(model: nn.Module, x: torch.Tensor, target: torch.Tensor) -> None:
-    model.zero_grad(set_to_none=True)
-    y = model(x)
-    torch.nn.functional.mse_loss(y, target).backward()
+    with native_switch(model):
+        model.zero_grad(set_to_none=True)
+        y = model(x)
+        torch.nn.functional.mse_loss(y, target).backward()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -126,11 +151,14 @@ def main(argv: list[str] | None = None) -> None:
     models: dict[str, nn.Module] = {
         "nn.LSTM(64,128) + linear": LSTMBaseline(),
         "DNC (allocation + links)": OursWrapper(base),
+        "DNC (allocation + links), torch path (MEMAGENT_NATIVE=0)": OursWrapper(base, native=False),
         "DNC (allocation + links), checkpoint every 8 steps": OursWrapper(base, checkpoint_steps=8),
         "DNC, reference functions via autograd (no fused kernels)": OursWrapper(base, fused=False),
         "DNC, no temporal links": OursWrapper(MemoryConfig(**{**base.__dict__, "temporal_links": False})),
         "DNC, tutorial bank (content only)": OursWrapper(MemoryConfig.tutorial(N, W, R)),
     }
+    if not native.available():
+        print("native kernel NOT available (no compiler, or MEMAGENT_NATIVE=0): every DNC row is torch")
     if args.compile:  # opt-in: compiles the access step's forward and backward (~40 s on CPU)
         models["DNC (allocation + links), compile_access=True"] = OursWrapper(base, compile_access=True)
     ref = None if args.no_pypi else pypi_dnc()
