@@ -238,7 +238,7 @@ def score(layout: RegressionLayout, actions: np.ndarray, ys_t: np.ndarray) -> np
     :param ys_t: targets, shape ``(B, d)``.
     :return: rewards, shape ``(B,)`` float32.
     """
-    low, high = clip_bounds(layout.action_bound, actions.shape)
+    low, high = clip_bounds(layout.action_bound, np.shape(actions))
     err = np.maximum(actions, low, dtype=np.float32)  # clip(ŷ) as two ufunc calls
     np.minimum(err, high, out=err)
     err -= ys_t

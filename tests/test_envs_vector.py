@@ -155,6 +155,16 @@ def test_step_before_reset_raises_and_monitor_records_episodes():
     np.testing.assert_allclose([i["episode"]["r"] for i in infos], total, rtol=1e-5)
 
 
+def test_actions_as_nested_lists_or_float64_score_like_float32_arrays():
+    kwargs = {"dim": 2, "episode_length": 3}
+    a, b = RegressionVecEnv(2, kwargs, seed=1), RegressionVecEnv(2, kwargs, seed=1)
+    a.reset(), b.reset()
+    actions = [[0.5, -2.0], [1.0, 0.25]]
+    ra, rb = a.step(actions)[1], b.step(np.array(actions, np.float32))[1]
+    np.testing.assert_array_equal(ra, rb)
+    np.testing.assert_array_equal(a.step(np.array(actions))[1], b.step(np.array(actions, np.float32))[1])
+
+
 def test_make_vec_env_falls_back_to_dummy_for_other_ids():
     venv = make_vec_env("CartPole-v1", n_envs=2, seed=0)
     assert isinstance(venv.unwrapped, DummyVecEnv)
