@@ -215,6 +215,7 @@ def _backward(config, resets, buffers, x, w_ih, w_hh, w_i, state, grads):
         vecs.unbind(0),
     )
     c_s, g_hid_s, g_reads_s = cbuf.unbind(0), g_hid_tm.unbind(0), g_reads_tm.unbind(0)
+    own_grads = False
     for t in range(steps - 1, -1, -1):
         kept_memory, usage, link, prec, rw, ww, new_rw = step_inputs[t]
         if kept_memory is None:  # rebuild M_{t-1} from M_{t-2} (kept) and step t-1's write
@@ -223,9 +224,13 @@ def _backward(config, resets, buffers, x, w_ih, w_hh, w_i, state, grads):
                 cfg, ptr(vecs_s[t - 1]), ptr(step_inputs[t - 1][0]), ptr(ww), ptr(kept_memory)
             )
         g_reads_t = (g_reads_s[t] + g_r).contiguous()
-        outs = [torch.empty_like(f) for f in (kept_memory, usage, link, prec, rw, ww)]
+        outs = [torch.empty_like(f) for f in (usage, prec, rw, ww)]
+        # dM_{t-1} and dL_{t-1} overwrite dM_t and dL_t row by row once those buffers are ours
+        # (not the caller's gradients): no new N x N buffer per step, and it stays in cache
+        outs.insert(0, g_memory if own_grads else torch.empty_like(kept_memory))
+        outs.insert(2, (g_link if own_grads else torch.empty_like(link)) if links else link)
         if not links:
-            outs[2], outs[3] = link, prec
+            outs[3] = prec
         kernels.access_backward(
             cfg,
             ptr(vecs_s[t]),
@@ -247,6 +252,7 @@ def _backward(config, resets, buffers, x, w_ih, w_hh, w_i, state, grads):
             *(ptr(o) for o in outs),
         )
         g_memory, g_usage, g_link, g_prec, g_rw, g_ww = outs
+        own_grads = True
         gh_t = torch.add(g_hid_s[t], gh).addmm_(g_vecs_s[t], w_i).contiguous()
         gc_prev = torch.empty_like(gc)
         kernels.lstm_backward(
