@@ -42,17 +42,17 @@ class RegressionLayout:
     action_bound: float
     tasks: tuple[Task, ...]
 
-    @property
+    @cached_property
     def feedback_size(self) -> int:
         """Width of the feedback block: values (d for targets, 1 for rewards) plus one 'present' flag."""
         return {"target": self.dim + 1, "reward": 2, "none": 0}[self.feedback]
 
-    @property
+    @cached_property
     def obs_size(self) -> int:
         """Observation width ``d + feedback_size + (num_tasks if oracle)``."""
         return self.dim + self.feedback_size + (len(self.tasks) if self.oracle else 0)
 
-    @property
+    @cached_property
     def flag_col(self) -> int:
         """Column of the 'feedback present' flag (only when feedback is not ``"none"``)."""
         return self.dim + self.feedback_size - 1
