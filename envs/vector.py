@@ -7,8 +7,9 @@ same-step autoreset with ``info["terminal_observation"]`` and ``info["TimeLimit.
 
 How: every copy keeps its own :class:`NonStationaryRegression` instance for its random generator, its task
 pool and its methods. At reset each copy draws its episode's randomness from its own generator (the only
-per-copy loop, once per episode); targets and observations of the whole episode are then computed for all
-copies at once into ``(n, L, ·)`` arrays, and a step is a handful of array operations on row ``t``.
+per-copy loop, once per episode, into one reused buffer); inputs and targets of the whole episode are then
+computed for all copies at once into time-major ``(L, n, ·)`` arrays, and a step is a handful of array
+operations on the contiguous slice ``t``. ``info_keys`` can leave out per-step info entries for speed.
 
 All copies share one clock (episodes have a fixed length), so they are reset together. Call ``reset`` on
 the VecEnv, never ``env_method("reset")``; methods that change the task pool (``set_phase``,
