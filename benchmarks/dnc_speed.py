@@ -148,14 +148,17 @@ def main(argv: list[str] | None = None) -> None:
     rounds = args.rounds or (3 if args.quick else 15)
 
     base = MemoryConfig(memory_size=N, word_size=W, num_read_heads=R, num_write_heads=1)
+    no_links = MemoryConfig(**{**base.__dict__, "temporal_links": False})
     models: dict[str, nn.Module] = {
         "nn.LSTM(64,128) + linear": LSTMBaseline(),
         "DNC (allocation + links)": OursWrapper(base),
         "DNC (allocation + links), torch path (MEMAGENT_NATIVE=0)": OursWrapper(base, native=False),
         "DNC (allocation + links), checkpoint every 8 steps": OursWrapper(base, checkpoint_steps=8),
         "DNC, reference functions via autograd (no fused kernels)": OursWrapper(base, fused=False),
-        "DNC, no temporal links": OursWrapper(MemoryConfig(**{**base.__dict__, "temporal_links": False})),
+        "DNC, no temporal links": OursWrapper(no_links),
+        "DNC, no temporal links, torch path": OursWrapper(no_links, native=False),
         "DNC, tutorial bank (content only)": OursWrapper(MemoryConfig.tutorial(N, W, R)),
+        "DNC, tutorial bank, torch path": OursWrapper(MemoryConfig.tutorial(N, W, R), native=False),
     }
     if not native.available():
         print("native kernel NOT available (no compiler, or MEMAGENT_NATIVE=0): every DNC row is torch")

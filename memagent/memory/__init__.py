@@ -4,6 +4,8 @@
 - :mod:`memagent.memory.addressing` -- one pure function per mechanism of the paper.
 - :class:`MemoryAccess`, :class:`MemoryState`, :class:`Interface`, :func:`parse_interface`.
 - :class:`DNC`, :class:`DNCState` -- the LSTM-controlled DNC.
+- :mod:`memagent.memory.native` -- the native CPU kernel (C, built at first use) that runs the
+  one-write-head DNC on CPU; ``MEMAGENT_NATIVE=0`` switches it off, ``native.available()`` tells.
 """
 
 from memagent.memory.access import (
