@@ -89,7 +89,7 @@ typedef struct {
     real *salloc;   /* N: sorted allocation */
     real *alloc;    /* N: allocation weighting */
     int *order;     /* N: free list */
-    FN(pair) *pairs, *pairs_tmp;
+    FN(pair) *pairs; /* (eps + (1 - eps) u_t[n], n) */
     real *ww;       /* N: w^w_t */
     real *Mt;       /* N W: M_t (backward only; the forward writes the output) */
     real *zero;     /* N + W zeros */
@@ -108,7 +108,7 @@ static size_t FN(work_size)(const access_cfg *c, int backward) {
     size_t N = c->N, W = c->W, R = c->R;
     size_t n = (R + 1) + (W + R + 2) + 3 * R + (R + 1) + 12 * N + 5 * R * N + N * W + N + W;
     if (backward) n += 8 * R * N + 6 * N + N * W + 2 * (R + 1) * N;
-    return n * sizeof(real) + N * sizeof(int) + 2 * N * sizeof(FN(pair)) + 64;
+    return n * sizeof(real) + N * sizeof(int) + N * sizeof(FN(pair)) + 64;
 }
 
 static void FN(work_init)(FN(work) * k, const access_cfg *c, char *mem, int backward) {
@@ -160,7 +160,6 @@ static void FN(work_init)(FN(work) * k, const access_cfg *c, char *mem, int back
 #undef TAKE
     k->order = (int *)p;
     k->pairs = (FN(pair) *)(k->order + N);
-    k->pairs_tmp = k->pairs + N;
 }
 
 /* exp: the vectorisable fast_expf for float32, libm for float64 (the tests' reference precision) */
@@ -198,9 +197,9 @@ static inline __attribute__((always_inline)) void FN(row_dots_h)(const real *res
                                                                  const real *restrict keys, int W,
                                                                  real *restrict out, real *restrict self,
                                                                  const int H) {
-    real acc[9] = {0};
+    real acc[8] = {0}; /* H <= 8 */
     real sq = 0;
-#pragma omp simd reduction(+ : acc[:H], sq)
+#pragma omp simd reduction(+ : acc, sq)
     for (int j = 0; j < W; ++j) {
         const real xj = x[j];
         sq += xj * xj;
@@ -218,6 +217,7 @@ static void FN(row_dots)(const real *x, const real *keys, int W, int H, real *ou
         case 4: FN(row_dots_h)(x, keys, W, out, self, 4); break;
         case 5: FN(row_dots_h)(x, keys, W, out, self, 5); break;
         case 6: FN(row_dots_h)(x, keys, W, out, self, 6); break;
+        case 7: FN(row_dots_h)(x, keys, W, out, self, 7); break;
         case 8: FN(row_dots_h)(x, keys, W, out, self, 8); break;
         default:
             for (int h = 0; h < H; ++h) out[h] = FN(dot)(keys + h * W, x, W);
@@ -233,7 +233,7 @@ static inline __attribute__((always_inline)) void FN(link_row_forward_r)(
     const real wi = w[i], a = 1 - wi;
     real fs[8] = {0}, rwi[8]; /* R <= 8 (larger R: the generic row below) */
     for (int r = 0; r < R; ++r) rwi[r] = rw[r * N + i];
-#pragma omp simd reduction(+ : fs[:R])
+#pragma omp simd reduction(+ : fs)
     for (int j = 0; j < N; ++j) {
         real l = (a - w[j]) * lrow[j] + wi * p[j];
         l = j == i ? 0 : l;
@@ -264,7 +264,7 @@ static inline __attribute__((always_inline)) void FN(link_row_backward_r)(
         gf[r] = gfi[r];
     }
     real gwi = 0;
-#pragma omp simd reduction(+ : hs[:R], gwi)
+#pragma omp simd reduction(+ : hs, gwi)
     for (int j = 0; j < N; ++j) {
         const real lp = lrow[j], scale = a - w[j];
         const real l = j == i ? 0 : scale * lp + wi * p[j];
