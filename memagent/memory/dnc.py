@@ -216,7 +216,9 @@ class DNC(nn.Module):
             return False
         if self.checkpoint_steps is not None and torch.is_grad_enabled():
             return False
-        return native.supports(x, *self.parameters(), *state)
+        cell, face = self.controller, self.interface.linear  # (attributes: cheaper than .parameters())
+        weights = (cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh, face.weight, face.bias)
+        return native.supports(x, *weights, self.output.weight, *state)
 
     def _forward_native(
         self, x: Tensor, state: DNCState, episode_starts: Tensor | None
