@@ -144,10 +144,10 @@ def _bind(library: ctypes.CDLL) -> dict[str, object]:
     functions = {}
     for suffix, dtype in (("f32", torch.float32), ("f64", torch.float64)):
         forward = getattr(library, f"access_forward_{suffix}")
-        forward.argtypes = [ctypes.POINTER(_Config)] + [pointer] * 14
+        forward.argtypes = [ctypes.POINTER(_Config)] + [pointer] * 15
         forward.restype = None
         backward = getattr(library, f"access_backward_{suffix}")
-        backward.argtypes = [ctypes.POINTER(_Config)] + [pointer] * 22
+        backward.argtypes = [ctypes.POINTER(_Config)] + [pointer] * 24
         backward.restype = None
         lstm_forward = getattr(library, f"lstm_forward_{suffix}")
         lstm_forward.argtypes = [ctypes.c_int, ctypes.c_int] + [pointer] * 4
@@ -219,6 +219,11 @@ def _config(config, batch: int, vector_size: int) -> _Config:
     )
 
 
+def aux_size(config) -> int:
+    """Values per sample the forward keeps for the backward when asked (``aux``): (4 + R) N."""
+    return (4 + config.num_read_heads) * config.memory_size
+
+
 def _ptr(tensor: Tensor | None) -> int:
     """The tensor's data address (0, a NULL pointer, for None)."""
     return 0 if tensor is None else tensor.data_ptr()
@@ -256,6 +261,7 @@ def access_forward(
         ctypes.byref(cfg),
         *(_ptr(t) for t in inputs),
         *(_ptr(t) for t in (reads, new_memory, new_usage, new_link, new_prec, new_rw, new_ww)),
+        0,  # no aux: the per-step backward recomputes the step
     )
     if links:
         return reads, new_memory, new_usage, new_link, new_prec, new_rw, new_ww
@@ -289,5 +295,7 @@ def access_backward(
         _ptr(new_read_weights),
         *(_ptr(t) for t in grads_in),
         *(_ptr(t) for t in outs),
+        0,  # no aux
+        0,  # no M_t: recomputed
     )
     return tuple(outs)

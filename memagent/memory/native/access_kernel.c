@@ -446,8 +446,13 @@ static void FN(softmax_backward)(const real *p, real *g, int n) {
 
 /* The step up to the link: activations, usage u_t, write weighting w^w_t, M_t (into Mt), read
  * content weightings on M_t. */
+/* aux (per sample, (4 + R) N values) keeps the step's costliest intermediates for the backward:
+ * |M_{t-1,n}| (N), write similarity (N), |M_{t,n}| (N), read similarities (R N), allocation order (N).
+ * aux_mode: 0 none, 1 save them, 2 load them (skip the dot products and the sort). have_mt: Mt already
+ * holds M_t (skip the erase-and-write). */
 static void FN(stage_memory)(const access_cfg *c, FN(work) * k, const real *vec, const real *M,
-                             const real *u, const real *rw, const real *pww, real *ut, real *Mt) {
+                             const real *u, const real *rw, const real *pww, real *ut, real *Mt, real *aux,
+                             int aux_mode, int have_mt) {
     const int N = c->N, W = c->W, R = c->R;
     const real eps = (real)c->eps, decay = (real)c->decay;
     const real *keys = vec, *wk = vec + R * W, *wv = vec + (R + 1) * W;
@@ -478,11 +483,22 @@ static void FN(stage_memory)(const access_cfg *c, FN(work) * k, const real *vec,
     }
     /* write content weighting c^w = softmax(beta D(k, M_{t-1})) */
     k->knorm[R] = (real)sqrt(FN(dot)(wk, wk, W) + eps);
-    for (int n = 0; n < N; ++n) {
-        real d, sq;
-        FN(row_dots)(M + (size_t)n * W, wk, W, 1, &d, &sq);
-        k->mnorm[n] = (real)sqrt(sq + eps);
-        k->wsim[n] = d / (k->knorm[R] * k->mnorm[n] + eps);
+    real *aux_mnorm = aux, *aux_wsim = aux + N, *aux_rnorm = aux + 2 * N, *aux_rsim = aux + 3 * N;
+    real *aux_order = aux + (3 + R) * N;
+    if (aux_mode == 2) {
+        memcpy(k->mnorm, aux_mnorm, sizeof(real) * N);
+        memcpy(k->wsim, aux_wsim, sizeof(real) * N);
+    } else {
+        for (int n = 0; n < N; ++n) {
+            real d, sq;
+            FN(row_dots)(M + (size_t)n * W, wk, W, 1, &d, &sq);
+            k->mnorm[n] = (real)sqrt(sq + eps);
+            k->wsim[n] = d / (k->knorm[R] * k->mnorm[n] + eps);
+        }
+        if (aux_mode == 1) {
+            memcpy(aux_mnorm, k->mnorm, sizeof(real) * N);
+            memcpy(aux_wsim, k->wsim, sizeof(real) * N);
+        }
     }
     FN(softmax)(k->wsim, k->strength[R], k->wc, N);
     /* allocation a[phi_j] = (1 - u[phi_j]) prod_{i<j} u[phi_i], phi the ascending free list */
@@ -494,13 +510,19 @@ static void FN(stage_memory)(const access_cfg *c, FN(work) * k, const real *vec,
         }
         /* stable ascending order by ranks: rank n = #{m: s_m < s_n or (s_m == s_n and m < n)}
          * (branch-free and vectorised; N^2 compares beat a merge sort's mispredictions here) */
-        for (int n = 0; n < N; ++n) k->su[n] = k->pairs[n].v;
-        for (int n = 0; n < N; ++n) {
-            const real v = k->su[n];
-            int rank = 0;
+        if (aux_mode == 2) {
+            for (int j = 0; j < N; ++j) k->order[j] = (int)aux_order[j];
+        } else {
+            for (int n = 0; n < N; ++n) k->su[n] = k->pairs[n].v;
+            for (int n = 0; n < N; ++n) {
+                const real v = k->su[n];
+                int rank = 0;
 #pragma omp simd reduction(+ : rank)
-            for (int m = 0; m < N; ++m) rank += (k->su[m] < v) | ((k->su[m] == v) & (m < n));
-            k->order[rank] = n;
+                for (int m = 0; m < N; ++m) rank += (k->su[m] < v) | ((k->su[m] == v) & (m < n));
+                k->order[rank] = n;
+            }
+            if (aux_mode == 1)
+                for (int j = 0; j < N; ++j) aux_order[j] = (real)k->order[j];
         }
         real prod = 1;
         for (int j = 0; j < N; ++j) {
@@ -515,23 +537,34 @@ static void FN(stage_memory)(const access_cfg *c, FN(work) * k, const real *vec,
         for (int n = 0; n < N; ++n) k->ww[n] = wg * k->wc[n];
     }
     /* M_t = M_{t-1} o (1 - w e^T) + w v^T */
-    for (int n = 0; n < N; ++n) {
-        const real *m = M + (size_t)n * W;
-        real *mt = Mt + (size_t)n * W;
-        const real w = k->ww[n];
+    if (!have_mt) {
+        for (int n = 0; n < N; ++n) {
+            const real *m = M + (size_t)n * W;
+            real *mt = Mt + (size_t)n * W;
+            const real w = k->ww[n];
 #pragma omp simd
-        for (int j = 0; j < W; ++j) mt[j] = m[j] + w * (wv[j] - m[j] * erase[j]);
+            for (int j = 0; j < W; ++j) mt[j] = m[j] + w * (wv[j] - m[j] * erase[j]);
+        }
     }
     /* read content weightings c^{r,i} = softmax(beta_i D(k_i, M_t)) */
     for (int r = 0; r < R; ++r) k->knorm[r] = (real)sqrt(FN(dot)(keys + r * W, keys + r * W, W) + eps);
-    real d[64], sq;
-    real *dots = R <= 64 ? d : (real *)malloc(sizeof(real) * R);
-    for (int n = 0; n < N; ++n) {
-        FN(row_dots)(Mt + (size_t)n * W, keys, W, R, dots, &sq);
-        k->rnorm[n] = (real)sqrt(sq + eps);
-        for (int r = 0; r < R; ++r) k->rsim[r * N + n] = dots[r] / (k->knorm[r] * k->rnorm[n] + eps);
+    if (aux_mode == 2) {
+        memcpy(k->rnorm, aux_rnorm, sizeof(real) * N);
+        memcpy(k->rsim, aux_rsim, sizeof(real) * (size_t)R * N);
+    } else {
+        real d[64], sq;
+        real *dots = R <= 64 ? d : (real *)malloc(sizeof(real) * R);
+        for (int n = 0; n < N; ++n) {
+            FN(row_dots)(Mt + (size_t)n * W, keys, W, R, dots, &sq);
+            k->rnorm[n] = (real)sqrt(sq + eps);
+            for (int r = 0; r < R; ++r) k->rsim[r * N + n] = dots[r] / (k->knorm[r] * k->rnorm[n] + eps);
+        }
+        if (dots != d) free(dots);
+        if (aux_mode == 1) {
+            memcpy(aux_rnorm, k->rnorm, sizeof(real) * N);
+            memcpy(aux_rsim, k->rsim, sizeof(real) * (size_t)R * N);
+        }
     }
-    if (dots != d) free(dots);
     for (int r = 0; r < R; ++r) FN(softmax)(k->rsim + r * N, k->strength[r], k->rc + r * N, N);
 }
 
@@ -565,7 +598,7 @@ static void FN(stage_reads)(const access_cfg *c, const real *rwt, const real *Mt
 
 void FN(access_forward)(const access_cfg *c, const real *vec, const real *M, const real *u, const real *L,
                         const real *p, const real *rw, const real *ww, real *reads, real *Mt, real *ut,
-                        real *Lt, real *pt, real *rwt, real *wwt) {
+                        real *Lt, real *pt, real *rwt, real *wwt, real *aux) {
     const int N = c->N, W = c->W, R = c->R, V = c->V;
     char *mem = (char *)malloc(FN(work_size)(c, 0));
     FN(work) k;
@@ -574,7 +607,7 @@ void FN(access_forward)(const access_cfg *c, const real *vec, const real *M, con
         const real *rws = rw + (size_t)s * R * N;
         const size_t nw = (size_t)s * N * W;
         FN(stage_memory)(c, &k, vec + (size_t)s * V, M + nw, u + (size_t)s * N, rws, ww + (size_t)s * N,
-                         ut + (size_t)s * N, Mt + nw);
+                         ut + (size_t)s * N, Mt + nw, aux ? aux + (size_t)s * (4 + R) * N : NULL, aux ? 1 : 0, 0);
         memcpy(wwt + (size_t)s * N, k.ww, sizeof(real) * N);
         if (c->links) {
             /* L_t[i,j] = (1 - w_i - w_j) L[i,j] + w_i p_j (zero diagonal); f = L_t w^r, b = L_t^T w^r,
@@ -634,7 +667,7 @@ void FN(access_backward)(const access_cfg *c, const real *vec, const real *M, co
                          const real *p, const real *rw, const real *ww, const real *rwt, const real *g_reads, const real *g_Mt,
                          const real *g_ut, const real *g_Lt, const real *g_pt, const real *g_rwt,
                          const real *g_wwt, real *g_vec, real *g_M, real *g_u, real *g_L, real *g_p, real *g_rw,
-                         real *g_ww) {
+                         real *g_ww, const real *aux, const real *Mt_in) {
     const int N = c->N, W = c->W, R = c->R, V = c->V;
     const real eps = (real)c->eps, decay = (real)c->decay;
     const int nsig = W + (c->alloc ? R + 1 : 0) + 1;
@@ -647,7 +680,10 @@ void FN(access_backward)(const access_cfg *c, const real *vec, const real *M, co
         const real *rws = rw + (size_t)s * R * N, *pww = ww + (size_t)s * N;
         const real *gR = g_reads + (size_t)s * R * W, *gMts = g_Mt ? g_Mt + (size_t)s * N * W : NULL;
         real *gv = g_vec + (size_t)s * V, *gMs = g_M + (size_t)s * N * W, *grw_prev = g_rw + (size_t)s * R * N;
-        FN(stage_memory)(c, &k, v, Ms, us, rws, pww, ut, k.Mt);
+        /* recompute the step (or load what the forward kept, and take M_t when given) */
+        real *Mt_s = Mt_in ? (real *)Mt_in + (size_t)s * N * W : k.Mt; /* read only when given */
+        FN(stage_memory)(c, &k, v, Ms, us, rws, pww, ut, Mt_s, aux ? (real *)aux + (size_t)s * (4 + R) * N : NULL,
+                         aux ? 2 : 0, Mt_in != NULL);
         const real *w = k.ww, *erase = k.gate, *free_g = k.gate + W, *wv = v + (R + 1) * W;
         const real wg = k.gate[nsig - 1];
         /* d w^r_t: from the next step and from the reads */
@@ -656,7 +692,7 @@ void FN(access_backward)(const access_cfg *c, const real *vec, const real *M, co
             real *d = R <= 64 ? dots : (real *)malloc(sizeof(real) * R);
             const real *grwt = g_rwt + (size_t)s * R * N;
             for (int n = 0; n < N; ++n) {
-                FN(row_dots)(k.Mt + (size_t)n * W, gR, W, R, d, &sq);
+                FN(row_dots)(Mt_s + (size_t)n * W, gR, W, R, d, &sq);
                 for (int r = 0; r < R; ++r) k.grw[r * N + n] = grwt[r * N + n] + d[r];
             }
             if (d != dots) free(d);
@@ -727,7 +763,7 @@ void FN(access_backward)(const access_cfg *c, const real *vec, const real *M, co
         real a_n[64];
         real *an = R <= 64 ? a_n : (real *)malloc(sizeof(real) * R);
         for (int n = 0; n < N; ++n) {
-            const real *m = Ms + (size_t)n * W, *mt = k.Mt + (size_t)n * W, *gi = gMts ? gMts + (size_t)n * W : k.zero;
+            const real *m = Ms + (size_t)n * W, *mt = Mt_s + (size_t)n * W, *gi = gMts ? gMts + (size_t)n * W : k.zero;
             real *gmo = gMs + (size_t)n * W;
             const real *gd = k.gdot + n * R, sc = k.gmn[n] / k.rnorm[n], wn = w[n];
             for (int r = 0; r < R; ++r) an[r] = rwt_s[r * N + n];

@@ -23,6 +23,10 @@ from memagent.memory import native
 
 __all__ = ["dnc_sequence"]
 
+#: keep the step's norms, similarities and allocation order (and use M_t) for the backward instead of
+#: recomputing them: ~4 KiB per sample and step at N=128, R=4 (a switch for measuring it)
+KEEP_AUX = True
+
 
 def _reset_steps(episode_starts: Tensor | None) -> dict[int, Tensor]:
     """``{t: mask (B,) bool}`` for the steps where some sample's state is reset."""
@@ -60,6 +64,7 @@ def _forward(config, x, w_ih, w_hh, b_gates, w_i, b_i, state, resets: dict[int, 
     # per-step views, made once (indexing in the loop costs a dispatch each)
     gx_s, gates_s, vecs_s = gx.unbind(0), gates.unbind(0), vecs.unbind(0)
     h_s, c_s, r_s = hbuf.unbind(0), cbuf.unbind(0), rbuf.unbind(0)
+    aux_size = native.aux_size(config)
     step_inputs: list[tuple] = []
     reset_inputs: dict[int, tuple[Tensor, Tensor, Tensor]] = {}  # (h, c, r) entering a reset step
     for t in range(steps):
@@ -79,6 +84,7 @@ def _forward(config, x, w_ih, w_hh, b_gates, w_i, b_i, state, resets: dict[int, 
         new_link = torch.empty_like(link) if links else link
         new_prec = torch.empty_like(prec) if links else prec
         new_rw, new_ww = torch.empty_like(rw), torch.empty_like(ww)
+        aux = x.new_empty(batch, aux_size) if keep and KEEP_AUX else None  # norms, similarities, order
         kernels.access_forward(
             cfg,
             ptr(vecs_s[t]),
@@ -95,11 +101,12 @@ def _forward(config, x, w_ih, w_hh, b_gates, w_i, b_i, state, resets: dict[int, 
             ptr(new_prec),
             ptr(new_rw),
             ptr(new_ww),
+            ptr(aux),
         )
         if keep:  # M_{t-1} only every second step (and at resets); rebuilt in backward otherwise
             kept_memory = memory if (t % 2 == 0 or t in resets) else None
             # w^r_t as the step produced it (before any reset); detached: the last one is an output
-            step_inputs.append((kept_memory, usage, link, prec, rw, ww, new_rw.detach()))
+            step_inputs.append((kept_memory, usage, link, prec, rw, ww, new_rw.detach(), aux))
         memory, usage, link, prec, rw, ww = new_memory, new_usage, new_link, new_prec, new_rw, new_ww
     # (h, c, r as copies: outputs of an autograd node must not be overlapping views of one buffer)
     final = (
@@ -114,7 +121,8 @@ def _forward(config, x, w_ih, w_hh, b_gates, w_i, b_i, state, resets: dict[int, 
         rbuf[steps].view(batch, r, w).clone(),
     )
     hiddens, reads_out = hbuf[1:].transpose(0, 1), rbuf[1:].transpose(0, 1)
-    saved = (hbuf, cbuf, rbuf, gates, vecs, step_inputs, reset_inputs) if keep else None
+    # the final memory M_T (detached: it is an output) is the last step's M_t in backward
+    saved = (hbuf, cbuf, rbuf, gates, vecs, step_inputs, reset_inputs, memory.detach()) if keep else None
     return hiddens, reads_out, final, saved
 
 
@@ -184,7 +192,7 @@ class _DncSequence(torch.autograd.Function):
 def _backward(config, resets, buffers, x, w_ih, w_hh, w_i, state, grads):
     """The reverse loop: gradients of ``(x, W_ih, W_hh, b_gates, W_xi, b_xi, *state)``."""
     kernels = native.load()[x.dtype]  # type: ignore[index]
-    hbuf, cbuf, rbuf, gates, vecs, step_inputs, reset_inputs = buffers
+    hbuf, cbuf, rbuf, gates, vecs, step_inputs, reset_inputs, next_memory = buffers
     batch, steps, in_size = x.shape
     hsize = w_hh.shape[1]
     r, w = config.num_read_heads, config.word_size
@@ -217,7 +225,7 @@ def _backward(config, resets, buffers, x, w_ih, w_hh, w_i, state, grads):
     c_s, g_hid_s, g_reads_s = cbuf.unbind(0), g_hid_tm.unbind(0), g_reads_tm.unbind(0)
     own_grads = False
     for t in range(steps - 1, -1, -1):
-        kept_memory, usage, link, prec, rw, ww, new_rw = step_inputs[t]
+        kept_memory, usage, link, prec, rw, ww, new_rw, aux = step_inputs[t]
         if kept_memory is None:  # rebuild M_{t-1} from M_{t-2} (kept) and step t-1's write
             kept_memory = torch.empty_like(step_inputs[t - 1][0])
             kernels.erase_write(
@@ -250,9 +258,12 @@ def _backward(config, resets, buffers, x, w_ih, w_hh, w_i, state, grads):
             ptr(g_ww),
             ptr(g_vecs_s[t]),
             *(ptr(o) for o in outs),
+            ptr(aux),
+            ptr(None if t + 1 in resets or aux is None else next_memory),  # M_t: next step's input
         )
         g_memory, g_usage, g_link, g_prec, g_rw, g_ww = outs
         own_grads = True
+        next_memory = kept_memory
         gh_t = torch.add(g_hid_s[t], gh).addmm_(g_vecs_s[t], w_i).contiguous()
         gc_prev = torch.empty_like(gc)
         kernels.lstm_backward(
