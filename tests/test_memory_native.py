@@ -124,10 +124,14 @@ def dnc_run(model, x, starts, use_native: bool, monkeypatch):
 
 
 @pytest.mark.parametrize("options", CONFIGS[::2] + [dict(memory_size=1)], ids=str)
-def test_native_dnc_sequence_equals_torch_path(options, monkeypatch):
+@pytest.mark.parametrize("keep_aux", [True, False], ids=["keep-aux", "recompute"])
+def test_native_dnc_sequence_equals_torch_path(options, keep_aux, monkeypatch):
     """The whole recurrence on the native kernel (one autograd node, memory rebuilt every second
-    step) equals the per-step torch path: outputs, final state and every parameter's gradient, with a
-    reset inside the sequence."""
+    step, the step's norms / similarities / order kept or recomputed) equals the per-step torch path:
+    outputs, final state and every parameter's gradient, with resets inside the sequence."""
+    from memagent.memory.native import sequence
+
+    monkeypatch.setattr(sequence, "KEEP_AUX", keep_aux)
     cfg = MemoryConfig(**{"memory_size": 6, "word_size": 4, "num_read_heads": 2, **options})
     torch.manual_seed(0)
     model = DNC(3, 8, 2, cfg).double()
