@@ -7,6 +7,7 @@ forward pass leaves allocated (profiler net CPU allocation minus the output): th
 keeps, including what gradient checkpointing keeps.
 
     .venv/bin/python benchmarks/dnc_speed.py [--quick] [--threads 1] [--device cpu] [--compile] [--no-pypi]
+    .venv/bin/python benchmarks/dnc_speed.py --breakdown   # where the native DNC's time goes
 
 Our DNC runs on the native CPU kernel (memagent.memory.native) where it is available; the row
 "torch path (MEMAGENT_NATIVE=0)" is the same model on the torch path, side by side.
@@ -126,6 +127,59 @@ def train_step(model: nn.Module, x: torch.Tensor, target: torch.Tensor) -> None:
         torch.nn.functional.mse_loss(y, target).backward()
 
 
+def breakdown(x: torch.Tensor, target: torch.Tensor, rounds: int) -> str:
+    """Where the native DNC's time goes (CPU, same process, interleaved rounds): the whole train step,
+    a no-grad forward, the same train step with the C kernels replaced by no-ops (the controller's
+    matrix products, the framework and Python: the floor without memory work), and a small memory."""
+    real = native.load()
+    if real is None:
+        return "breakdown: the native kernel is not available"
+
+    def noop(*args):
+        return None
+
+    fake = {k: native._Kernels(*(noop for _ in native._Kernels._fields)) for k in real}
+    big, small = (
+        OursWrapper(MemoryConfig(memory_size=N, word_size=W, num_read_heads=R)),
+        OursWrapper(MemoryConfig(memory_size=8, word_size=8, num_read_heads=R)),
+    )
+    lstm = LSTMBaseline()
+
+    def no_grad_forward() -> None:
+        with torch.no_grad():
+            big(x)
+
+    def floor() -> None:
+        native._STATE["functions"] = fake
+        try:
+            train_step(big, x, target)
+        finally:
+            native._STATE["functions"] = real
+
+    cases = {
+        "nn.LSTM(64,128) + linear, train step": lambda: train_step(lstm, x, target),
+        "DNC train step": lambda: train_step(big, x, target),
+        "DNC forward only (no grad)": no_grad_forward,
+        "DNC train step, C kernels replaced by no-ops (controller + framework floor)": floor,
+        "DNC N=8, W=8, R=4, train step": lambda: train_step(small, x, target),
+    }
+    for case in cases.values():
+        case()
+        case()
+    times: dict[str, list[float]] = {k: [] for k in cases}
+    for _ in range(rounds):
+        for name, case in cases.items():
+            c0 = time.thread_time()
+            case()
+            times[name].append(1e3 * (time.thread_time() - c0))
+    lstm_ms = statistics.median(times["nn.LSTM(64,128) + linear, train step"])
+    lines = ["| case | ms | x LSTM |", "|---|---:|---:|"]
+    for name in cases:
+        ms = statistics.median(times[name])
+        lines.append(f"| {name} | {ms:.1f} | {ms / lstm_ms:.1f} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -140,12 +194,19 @@ def main(argv: list[str] | None = None) -> None:
         help="also time DNC(..., compile_access=True) (torch.compile of the access step; ~40 s to compile)",
     )
     parser.add_argument("--no-pypi", action="store_true", help="skip the PyPI dnc package")
+    parser.add_argument(
+        "--breakdown", action="store_true", help="only print where the native DNC's time goes (CPU)"
+    )
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "dnc_speed.md"))
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     device = torch.device(args.device)
     rounds = args.rounds or (3 if args.quick else 15)
+    if args.breakdown:
+        g = torch.Generator().manual_seed(1)
+        print(breakdown(torch.randn(B, T, I, generator=g), torch.randn(B, T, O, generator=g), rounds))
+        return
 
     base = MemoryConfig(memory_size=N, word_size=W, num_read_heads=R, num_write_heads=1)
     no_links = MemoryConfig(**{**base.__dict__, "temporal_links": False})
