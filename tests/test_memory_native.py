@@ -215,3 +215,18 @@ def test_build_is_cached_per_source_and_atomic(tmp_path, monkeypatch):
     assert first.parent == tmp_path and first.exists()
     assert native._build(compiler) == first  # cached: no rebuild
     assert [p.name for p in tmp_path.iterdir()] == [first.name]  # no temporary files left
+
+
+def test_portable_build_without_march_native(tmp_path, monkeypatch):
+    """The fallback build (no -march=native) compiles and computes the same step."""
+    import ctypes
+
+    monkeypatch.setenv("MEMAGENT_CACHE_DIR", str(tmp_path))
+    portable = [f for f in native._FLAGS if not f.startswith("-march")]
+    kernels = native._bind(ctypes.CDLL(str(native._build(native._compiler(), portable))))
+    cfg = MemoryConfig(memory_size=7, word_size=5, num_read_heads=3)
+    vector, state = random_step(cfg)
+    expected = native.access_forward(cfg, vector, *state)
+    monkeypatch.setitem(native._STATE, "functions", kernels)
+    for a, e in zip(native.access_forward(cfg, vector, *state), expected):
+        torch.testing.assert_close(a, e, rtol=1e-12, atol=1e-13)

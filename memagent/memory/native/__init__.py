@@ -104,14 +104,15 @@ def _compiler() -> str | None:
     return None
 
 
-def _build(compiler: str) -> Path:
+def _build(compiler: str, flags: list[str] | None = None) -> Path:
     """Compile the kernel into the cache (atomically: temp file then ``os.replace``) unless there."""
+    flags = _FLAGS if flags is None else flags
     source = _SOURCE.read_bytes()
     key = hashlib.sha256(
         b"\0".join(
             [
                 source,
-                " ".join(_FLAGS).encode(),
+                " ".join(flags).encode(),
                 compiler.encode(),
                 platform.platform().encode(),
                 platform.machine().encode(),
@@ -128,7 +129,7 @@ def _build(compiler: str) -> Path:
     os.close(fd)
     try:
         result = subprocess.run(
-            [compiler, *_FLAGS, "-o", tmp, str(_SOURCE), "-lm"], capture_output=True, text=True, timeout=120
+            [compiler, *flags, "-o", tmp, str(_SOURCE), "-lm"], capture_output=True, text=True, timeout=120
         )
         if result.returncode != 0:
             raise RuntimeError(f"{compiler} failed ({result.returncode}): {result.stderr.strip()[:2000]}")
@@ -178,8 +179,13 @@ def load() -> dict | None:
             else:
                 try:
                     functions = _bind(ctypes.CDLL(str(_build(compiler))))
-                except Exception as error:  # noqa: BLE001 - any failure means: fall back to torch
-                    logger.warning("memagent.memory.native: kernel unavailable (%s); using torch", error)
+                except Exception as error:  # noqa: BLE001 - any failure means: try portable flags, then torch
+                    try:  # e.g. a compiler without -march=native: portable code, same results
+                        portable = [f for f in _FLAGS if not f.startswith("-march")]
+                        functions = _bind(ctypes.CDLL(str(_build(compiler, portable))))
+                        logger.warning("memagent.memory.native: built without -march=native (%s)", error)
+                    except Exception as error2:  # noqa: BLE001
+                        logger.warning("memagent.memory.native: kernel unavailable (%s); using torch", error2)
             _STATE["functions"] = functions
     return _STATE["functions"]  # type: ignore[return-value]
 
