@@ -258,7 +258,7 @@ def write_report(
     rows = summarize(records, metric=metric, baseline=baseline, reps=reps, order=order)
     table = markdown_table(rows, metric=metric, baseline=baseline)
     figures = write_figures(records, rows, out / "figures", metric=metric, order=order)
-    dnc = sorted(figure for r in records if (figure := _dnc_figure(r, out)) is not None)
+    dnc = [figure for r in records if (figure := _dnc_figure(r, out)) is not None]  # first env first
     parts = [f"# {title}\n" if title else "", f"Command: `{command}`\n\n" if command else "", table]
     parts.append(
         "\nIQM/mean over seeds with 95% stratified-bootstrap CIs; P(improve) is the probability "
