@@ -91,6 +91,19 @@ def test_native_step_small_and_odd_sizes(n, w, r, monkeypatch):
         torch.testing.assert_close(a, e, rtol=1e-9, atol=1e-11)
 
 
+@pytest.mark.parametrize("r", [1, 3, 8])
+@pytest.mark.parametrize("case", ["random", "ties"])
+def test_native_step_blocked_link_pass(r, case, monkeypatch):
+    """N a multiple of 8 (the blocked link passes, 3 column blocks) in float64, every specialised
+    head count's edge (1, 8) and an odd one."""
+    cfg = MemoryConfig(memory_size=24, word_size=6, num_read_heads=r)
+    vector, state = random_step(cfg, batch=2, seed=r, case=case)
+    values_n, grads_n = step_values_and_grads(cfg, vector, state, True, monkeypatch)
+    values_t, grads_t = step_values_and_grads(cfg, vector, state, False, monkeypatch)
+    for a, e in zip([*values_n, *grads_n], [*values_t, *grads_t]):
+        torch.testing.assert_close(a, e, rtol=1e-9, atol=1e-11)
+
+
 def test_native_step_float32_matches_torch(monkeypatch):
     cfg = MemoryConfig(memory_size=32, word_size=16, num_read_heads=4)
     vector, state = random_step(cfg, batch=4, dtype=torch.float32)
