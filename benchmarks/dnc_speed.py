@@ -8,6 +8,7 @@ keeps, including what gradient checkpointing keeps.
 
     .venv/bin/python benchmarks/dnc_speed.py [--quick] [--threads 1] [--device cpu] [--compile] [--no-pypi]
     .venv/bin/python benchmarks/dnc_speed.py --breakdown   # where the native DNC's time goes
+    .venv/bin/python benchmarks/dnc_speed.py --against OLD.c --rounds 25   # another kernel, side by side
 
 Our DNC runs on the native CPU kernel (memagent.memory.native) where it is available; the row
 "torch path (MEMAGENT_NATIVE=0)" is the same model on the torch path, side by side.
@@ -180,6 +181,58 @@ def breakdown(x: torch.Tensor, target: torch.Tensor, rounds: int) -> str:
     return "\n".join(lines)
 
 
+def against(source: str, x: torch.Tensor, target: torch.Tensor, rounds: int) -> str:
+    """The native DNC's train step with the kernel built from another ``access_kernel.c`` (e.g. an
+    earlier commit's: ``git show REV:memagent/memory/native/access_kernel.c > /tmp/old.c``) against the
+    current one, same models and batch, interleaved rounds (with and without temporal links)."""
+    import ctypes
+
+    current = native.load()
+    compiler = native._compiler()
+    if current is None or compiler is None:
+        return "against: the native kernel is not available"
+    saved_source = native._SOURCE
+    native._SOURCE = Path(source).resolve()
+    try:
+        other = native._bind(ctypes.CDLL(str(native._build(compiler))))
+    finally:
+        native._SOURCE = saved_source
+    base = MemoryConfig(memory_size=N, word_size=W, num_read_heads=R)
+    no_links = MemoryConfig(**{**base.__dict__, "temporal_links": False})
+    models = {"links": OursWrapper(base), "no links": OursWrapper(no_links)}
+    lstm = LSTMBaseline()
+
+    def with_kernel(model: nn.Module, kernels: dict) -> Callable[[], None]:
+        def run() -> None:
+            native._STATE["functions"] = kernels
+            try:
+                train_step(model, x, target)
+            finally:
+                native._STATE["functions"] = current
+
+        return run
+
+    cases: dict[str, Callable[[], None]] = {"nn.LSTM(64,128) + linear": lambda: train_step(lstm, x, target)}
+    for name, model in models.items():
+        cases[f"DNC ({name}), kernel from {source}"] = with_kernel(model, other)
+        cases[f"DNC ({name}), current kernel"] = with_kernel(model, current)
+    for case in cases.values():
+        case()
+        case()
+    times: dict[str, list[float]] = {k: [] for k in cases}
+    for _ in range(rounds):
+        for name, case in cases.items():
+            c0 = time.thread_time()
+            case()
+            times[name].append(1e3 * (time.thread_time() - c0))
+    lstm_ms = statistics.median(times["nn.LSTM(64,128) + linear"])
+    lines = ["| train step | ms | x LSTM |", "|---|---:|---:|"]
+    for name in cases:
+        ms = statistics.median(times[name])
+        lines.append(f"| {name} | {ms:.1f} | {ms / lstm_ms:.1f} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -197,15 +250,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--breakdown", action="store_true", help="only print where the native DNC's time goes (CPU)"
     )
+    parser.add_argument(
+        "--against",
+        metavar="KERNEL_C",
+        help="only time train steps with the kernel built from this access_kernel.c vs the current one",
+    )
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "dnc_speed.md"))
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     device = torch.device(args.device)
     rounds = args.rounds or (3 if args.quick else 15)
-    if args.breakdown:
+    if args.breakdown or args.against:
         g = torch.Generator().manual_seed(1)
-        print(breakdown(torch.randn(B, T, I, generator=g), torch.randn(B, T, O, generator=g), rounds))
+        xb, tb = torch.randn(B, T, I, generator=g), torch.randn(B, T, O, generator=g)
+        print(against(args.against, xb, tb, rounds) if args.against else breakdown(xb, tb, rounds))
         return
 
     base = MemoryConfig(memory_size=N, word_size=W, num_read_heads=R, num_write_heads=1)
