@@ -259,10 +259,10 @@ def test_shipped_suites_parse_and_name_known_algos():
     from memagent.training.algos import ALGOS
 
     root = Path(__file__).resolve().parents[1] / "benchmarks" / "suites"
-    for name in ("quick", "full"):
+    for name in ("quick", "full", "discrete"):
         suite = load_suite(root / f"{name}.yml")
         assert all(a["algo"] in ALGOS for a in suite.algos)
-        assert suite.baseline == "ppo" and len(suite.seeds) >= (5 if name == "full" else 3)
+        assert suite.baseline == "ppo" and len(suite.seeds) >= (3 if name == "quick" else 5)
 
 
 def test_train_py_bench_subcommand_reports_finished_runs(tmp_path, suite_file, capsys):
