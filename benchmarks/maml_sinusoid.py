@@ -41,8 +41,12 @@ def make_model() -> nn.Module:
     return nn.Sequential(nn.Linear(1, 40), nn.ReLU(), nn.Linear(40, 40), nn.ReLU(), nn.Linear(40, 1))
 
 
-def evaluate(learner: MAML, tasks: int, k: int, steps: tuple[int, ...], seed: int) -> dict[int, float]:
-    """Mean query MSE over ``tasks`` held-out tasks after each number of adaptation steps."""
+def evaluate(
+    learner: MAML, tasks: int, k: int, steps: tuple[int, ...], seed: int
+) -> dict[int, tuple[float, float, int]]:
+    """Per number of adaptation steps: (mean, median, diverged) query MSE over ``tasks`` held-out tasks;
+    ``diverged`` counts tasks whose adapted MSE is non-finite or above 1e3 (SGD blew up), which the mean
+    alone would hide behind a NaN or one huge value."""
     gen = torch.Generator().manual_seed(seed)
     x, y = sample_tasks(tasks, k + 100, gen)
     xs, ys, xq, yq = x[:, :k], y[:, :k], x[:, k:], y[:, k:]
@@ -54,7 +58,9 @@ def evaluate(learner: MAML, tasks: int, k: int, steps: tuple[int, ...], seed: in
             adapted = inner_adapt(learner.forward, params, a, b, steps=s, inner_lr=0.01, first_order=True)
             return torch.mean((learner.forward(adapted, c) - d) ** 2)
 
-        out[s] = float(torch.func.vmap(task_mse)(xs, ys, xq, yq).mean())
+        mse = torch.func.vmap(task_mse)(xs, ys, xq, yq)
+        diverged = int((~torch.isfinite(mse) | (mse > 1e3)).sum())
+        out[s] = (float(mse.mean()), float(mse.nanmedian()), diverged)
     return out
 
 
@@ -89,6 +95,10 @@ def main(argv: list[str] | None = None) -> None:
             )
     train_s = time.perf_counter() - start
     res = evaluate(learner, args.eval_tasks, k, (1, 5, 10), seed=args.seed + 10_000)
+
+    def cells(field: int, fmt: str) -> str:
+        return " | ".join(format(res[s][field], fmt) for s in (0, 1, 5, 10))
+
     lines = [
         f"MAML sinusoid (Finn et al. 2017, K = {k}): method `{args.method}`, "
         f"{args.iterations} meta-iterations x {meta_batch} tasks, {train_s:.0f} s on "
@@ -97,7 +107,9 @@ def main(argv: list[str] | None = None) -> None:
         "",
         "| adaptation steps | 0 | 1 | 5 | 10 |",
         "|---|---|---|---|---|",
-        f"| memagent `{args.method}` | {res[0]:.3f} | {res[1]:.3f} | {res[5]:.3f} | {res[10]:.3f} |",
+        f"| memagent `{args.method}`, mean | {cells(0, '.3f')} |",
+        f"| memagent `{args.method}`, median | {cells(1, '.3f')} |",
+        f"| tasks diverged (MSE > 1e3 or NaN) | {cells(2, 'd')} |",
         f"| paper (70,000 iterations) | — | {PAPER[1]:.2f} | {PAPER[5]:.2f} | {PAPER[10]:.2f} |",
         "",
         f"Command: `.venv/bin/python benchmarks/maml_sinusoid.py --iterations {args.iterations} "
