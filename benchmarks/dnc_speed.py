@@ -164,6 +164,12 @@ def breakdown(x: torch.Tensor, target: torch.Tensor, rounds: int) -> str:
         "DNC train step, C kernels replaced by no-ops (controller + framework floor)": floor,
         "DNC N=8, W=8, R=4, train step": lambda: train_step(small, x, target),
     }
+    return _interleaved_table(cases, rounds, "case")
+
+
+def _interleaved_table(cases: dict[str, Callable[[], None]], rounds: int, header: str) -> str:
+    """Median thread CPU time of each case over interleaved rounds (two warm-up calls each), as a Markdown
+    table with the ratio to the first case (the LSTM)."""
     for case in cases.values():
         case()
         case()
@@ -173,11 +179,11 @@ def breakdown(x: torch.Tensor, target: torch.Tensor, rounds: int) -> str:
             c0 = time.thread_time()
             case()
             times[name].append(1e3 * (time.thread_time() - c0))
-    lstm_ms = statistics.median(times["nn.LSTM(64,128) + linear, train step"])
-    lines = ["| case | ms | x LSTM |", "|---|---:|---:|"]
+    baseline_ms = statistics.median(next(iter(times.values())))
+    lines = [f"| {header} | ms | x LSTM |", "|---|---:|---:|"]
     for name in cases:
         ms = statistics.median(times[name])
-        lines.append(f"| {name} | {ms:.1f} | {ms / lstm_ms:.1f} |")
+        lines.append(f"| {name} | {ms:.1f} | {ms / baseline_ms:.1f} |")
     return "\n".join(lines)
 
 
@@ -216,21 +222,7 @@ def against(source: str, x: torch.Tensor, target: torch.Tensor, rounds: int) -> 
     for name, model in models.items():
         cases[f"DNC ({name}), kernel from {source}"] = with_kernel(model, other)
         cases[f"DNC ({name}), current kernel"] = with_kernel(model, current)
-    for case in cases.values():
-        case()
-        case()
-    times: dict[str, list[float]] = {k: [] for k in cases}
-    for _ in range(rounds):
-        for name, case in cases.items():
-            c0 = time.thread_time()
-            case()
-            times[name].append(1e3 * (time.thread_time() - c0))
-    lstm_ms = statistics.median(times["nn.LSTM(64,128) + linear"])
-    lines = ["| train step | ms | x LSTM |", "|---|---:|---:|"]
-    for name in cases:
-        ms = statistics.median(times[name])
-        lines.append(f"| {name} | {ms:.1f} | {ms / lstm_ms:.1f} |")
-    return "\n".join(lines)
+    return _interleaved_table(cases, rounds, "train step")
 
 
 def main(argv: list[str] | None = None) -> None:

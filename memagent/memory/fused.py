@@ -336,6 +336,27 @@ def _softmax_backward(probabilities: Tensor, grad: Tensor) -> Tensor:
     return probabilities * (grad - (grad * probabilities).sum(-1, keepdim=True))
 
 
+def _content_weighting_backward(
+    weights: Tensor,
+    similarity: Tensor,
+    grad_weights: Tensor,
+    strengths: Tensor,
+    memory: Tensor,
+    keys: Tensor,
+    epsilon: float,
+    grad_memory_in: Tensor,
+    norms: tuple[Tensor, Tensor],
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Backward of ``c = softmax(beta * D(k, M))`` (weights (B, H, N), similarity D (B, H, N), strengths
+    beta (B, H)): gradients of ``(beta, M, k)``, the memory's added to ``grad_memory_in`` (B, N, W)."""
+    grad_logits = _softmax_backward(weights, grad_weights)
+    grad_strengths = (grad_logits * similarity).sum(-1)
+    grad_memory, grad_keys = _cosine_backward(
+        memory, keys, similarity, epsilon, grad_logits * strengths.unsqueeze(-1), grad_memory_in, norms
+    )
+    return grad_strengths, grad_memory, grad_keys
+
+
 def _exclusive_cumprod(x: Tensor, dim: int = -1) -> Tensor:
     """``out[..., j] = prod_{i<j} x[..., i]`` along ``dim``."""
     ones = torch.ones_like(x.narrow(dim, 0, 1))
@@ -513,14 +534,14 @@ def _access_step_backward(config, saved_tensors: tuple[Tensor, ...], grads: tupl
     else:
         g_read_content = g_rw
     # read content weighting
-    g_logits = _softmax_backward(read_content, g_read_content)
-    g_read_strengths = (g_logits * read_similarity).sum(-1)
-    g_memory, g_read_keys = _cosine_backward(
+    g_read_strengths, g_memory, g_read_keys = _content_weighting_backward(
+        read_content,
+        read_similarity,
+        g_read_content,
+        strengths[:, :r],
         new_memory,
         read_keys,
-        read_similarity,
         eps,
-        g_logits * strengths[:, :r].unsqueeze(-1),
         g_memory,
         (read_key_norm, new_memory_norm),
     )
@@ -559,14 +580,14 @@ def _access_step_backward(config, saved_tensors: tuple[Tensor, ...], grads: tupl
         g_write_gate = (g_ww * write_content).sum(-1)
         g_write_content = write_gate.unsqueeze(-1) * g_ww
     # write content weighting
-    g_logits = _softmax_backward(write_content, g_write_content)
-    g_write_strength = (g_logits * write_similarity).sum(-1)
-    g_prev_memory, g_write_key = _cosine_backward(
+    g_write_strength, g_prev_memory, g_write_key = _content_weighting_backward(
+        write_content,
+        write_similarity,
+        g_write_content,
+        strengths[:, r:],
         memory,
         write_key,
-        write_similarity,
         eps,
-        g_logits * strengths[:, r:].unsqueeze(-1),
         g_prev_memory,
         (write_key_norm, memory_norm),
     )
