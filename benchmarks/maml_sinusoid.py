@@ -27,6 +27,9 @@ from memagent.meta import MAML, inner_adapt
 
 RESULTS = Path(__file__).resolve().parent / "results" / "maml_sinusoid.md"
 PAPER = {1: 0.67, 5: 0.38, 10: 0.35}
+ALPHA = 0.01  # the paper's inner step size, in training and evaluation
+K, META_BATCH = 5, 25  # support (and query) points per task, tasks per meta-batch
+EVAL_SEED = 10_002  # held-out tasks: one stream for every training seed (the earlier runs used seed + 10_000)
 
 
 def sample_tasks(m: int, n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -41,21 +44,35 @@ def make_model() -> nn.Module:
     return nn.Sequential(nn.Linear(1, 40), nn.ReLU(), nn.Linear(40, 40), nn.ReLU(), nn.Linear(40, 1))
 
 
+def held_out_tasks(tasks: int, k: int, seed: int) -> tuple[torch.Tensor, ...]:
+    """Support ``(tasks, k, 1)`` and query ``(tasks, 100, 1)`` sets of held-out tasks: xs, ys, xq, yq."""
+    x, y = sample_tasks(tasks, k + 100, torch.Generator().manual_seed(seed))
+    return x[:, :k], y[:, :k], x[:, k:], y[:, k:]
+
+
 def evaluate(
-    learner: MAML, tasks: int, k: int, steps: tuple[int, ...], seed: int
+    learner: MAML, data: tuple[torch.Tensor, ...], steps: tuple[int, ...], backtracking: int = 0
 ) -> dict[int, tuple[float, float, int]]:
-    """Per number of adaptation steps: (mean, median, diverged) query MSE over ``tasks`` held-out tasks;
+    """Per number of adaptation steps: (mean, median, diverged) query MSE over the held-out tasks;
     ``diverged`` counts tasks whose adapted MSE is non-finite or above 1e3 (SGD blew up), which the mean
-    alone would hide behind a NaN or one huge value."""
-    gen = torch.Generator().manual_seed(seed)
-    x, y = sample_tasks(tasks, k + 100, gen)
-    xs, ys, xq, yq = x[:, :k], y[:, :k], x[:, k:], y[:, k:]
+    alone would hide behind a NaN or one huge value. ``backtracking``: see
+    :func:`memagent.meta.inner_adapt`."""
+    xs, ys, xq, yq = data
     params = {n: p.detach() for n, p in learner.params.items()}
     out = {}
     for s in (0, *steps):
 
         def task_mse(a, b, c, d, s=s):
-            adapted = inner_adapt(learner.forward, params, a, b, steps=s, inner_lr=0.01, first_order=True)
+            adapted = inner_adapt(
+                learner.forward,
+                params,
+                a,
+                b,
+                steps=s,
+                inner_lr=ALPHA,
+                first_order=True,
+                backtracking=backtracking,
+            )
             return torch.mean((learner.forward(adapted, c) - d) ** 2)
 
         mse = torch.func.vmap(task_mse)(xs, ys, xq, yq)
@@ -64,62 +81,175 @@ def evaluate(
     return out
 
 
+def support_curvature(
+    learner: MAML, xs: torch.Tensor, ys: torch.Tensor, iterations: int = 100
+) -> torch.Tensor:
+    """Largest-magnitude eigenvalue λ of each task's support-loss Hessian ∇²L(θ) at the meta-learned θ,
+    by power iteration on Hessian-vector products (reverse over reverse), batched over tasks.
+
+    Gradient descent with step α is stable on a quadratic only while α·λ_max < 2; a task with
+    α·λ > 2 has a direction along which every SGD step multiplies the error by |1 − αλ| > 1.
+
+    :return: shape ``(tasks,)``, the Rayleigh quotient of the converged vector (signed).
+    """
+    params = {n: p.detach() for n, p in learner.params.items()}
+
+    def one_task(x: torch.Tensor, y: torch.Tensor, v0: dict[str, torch.Tensor]) -> torch.Tensor:
+        def loss(p):
+            return torch.nn.functional.mse_loss(learner.forward(p, x), y)
+
+        def hvp(v):
+            def directional(p):
+                g = torch.func.grad(loss)(p)
+                return sum((g[n] * v[n]).sum() for n in g)
+
+            return torch.func.grad(directional)(params)
+
+        v = v0
+        for _ in range(iterations):
+            hv = hvp(v)
+            norm = torch.sqrt(sum((t**2).sum() for t in hv.values()))
+            v = {n: t / norm for n, t in hv.items()}
+        hv = hvp(v)
+        return sum((hv[n] * v[n]).sum() for n in v)
+
+    gen = torch.Generator().manual_seed(0)
+    v0 = {n: torch.randn((xs.shape[0], *p.shape), generator=gen) for n, p in params.items()}
+    return torch.func.vmap(one_task)(xs, ys, v0)
+
+
+def train(args: argparse.Namespace, seed: int) -> tuple[MAML, float]:
+    """Meta-train one model with the paper's settings (or load it); returns it and the training seconds."""
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)  # training tasks; evaluation uses its own stream
+    model = make_model()
+    learner = MAML(
+        model,
+        torch.optim.Adam(model.parameters(), lr=1e-3),
+        inner_lr=ALPHA,
+        inner_steps=1,
+        method=args.method,
+    )
+    path = (
+        None if args.models is None else args.models / f"maml_{args.method}_seed{seed}_{args.iterations}.pt"
+    )
+    if path is not None and path.exists():
+        model.load_state_dict(torch.load(path))
+        print(f"seed {seed}: loaded {path}", flush=True)
+        return learner, float("nan")
+    start = time.perf_counter()
+    for it in range(args.iterations):
+        x, y = sample_tasks(META_BATCH, 2 * K, gen)
+        loss = learner.meta_step(x[:, :K], y[:, :K], x[:, K:], y[:, K:])
+        if (it + 1) % max(1, args.iterations // 10) == 0:
+            print(
+                f"seed {seed}  iteration {it + 1:6d}  meta-loss {loss:.3f}  "
+                f"({time.perf_counter() - start:.0f} s)",
+                flush=True,
+            )
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        torch.save(model.state_dict(), tmp)
+        tmp.replace(path)  # atomic: an interrupted run never leaves a truncated model
+    return learner, time.perf_counter() - start
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--iterations", type=int, default=70000, help="meta-iterations (the paper: 70000)")
     parser.add_argument("--method", choices=MAML.METHODS, default="maml")
     parser.add_argument("--eval-tasks", type=int, default=2000)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", type=str, default="0", help="comma-separated training seeds, e.g. 0,1,2")
+    parser.add_argument(
+        "--backtracking",
+        type=int,
+        default=4,
+        help="halvings for the safeguarded-SGD rows (0: leave them out)",
+    )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--quick", action="store_true", help="500 iterations, 200 evaluation tasks")
     parser.add_argument("--no-write", action="store_true", help="do not write benchmarks/results")
+    parser.add_argument(
+        "--models",
+        type=Path,
+        help="folder for the meta-trained models: saved after training, loaded if there",
+    )
     args = parser.parse_args(argv)
+    try:
+        seeds = [int(v) for v in args.seeds.split(",")]
+    except ValueError:
+        parser.error(f"--seeds must be comma-separated integers, got {args.seeds!r}")
+    if args.backtracking < 0:
+        parser.error(f"--backtracking must be >= 0, got {args.backtracking}")
     if args.quick:
         args.iterations, args.eval_tasks = 500, 200
     torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-    gen = torch.Generator().manual_seed(args.seed)  # training tasks; evaluation uses seed + 10_000
-    model = make_model()
-    learner = MAML(
-        model, torch.optim.Adam(model.parameters(), lr=1e-3), inner_lr=0.01, inner_steps=1, method=args.method
+    data = held_out_tasks(args.eval_tasks, K, seed=EVAL_SEED)
+    steps = (1, 5, 10)
+    variants = [("SGD (the paper's)", 0)] + (
+        [(f"SGD + backtracking ({args.backtracking})", args.backtracking)] if args.backtracking else []
     )
-    k, meta_batch = 5, 25
-    start = time.perf_counter()
-    for it in range(args.iterations):
-        x, y = sample_tasks(meta_batch, 2 * k, gen)
-        loss = learner.meta_step(x[:, :k], y[:, :k], x[:, k:], y[:, k:])
-        if (it + 1) % max(1, args.iterations // 10) == 0:
-            print(
-                f"iteration {it + 1:6d}  meta-loss {loss:.3f}  ({time.perf_counter() - start:.0f} s)",
-                flush=True,
+    rows: list[tuple[int, str, dict[int, tuple[float, float, int]]]] = []
+    notes = []
+    for seed in seeds:
+        learner, train_s = train(args, seed)
+        for name, halvings in variants:
+            rows.append((seed, name, evaluate(learner, data, steps, backtracking=halvings)))
+            print(f"seed {seed}, {name}: {rows[-1][2]}", flush=True)
+        lam = support_curvature(learner, data[0], data[1])
+        unstable = ALPHA * lam > 2
+        plain = rows[-len(variants)][2]
+        notes.append(
+            f"seed {seed}: {'loaded' if math.isnan(train_s) else f'{train_s:.0f} s of training'}; "
+            f"{int(unstable.sum())} of {len(lam)} tasks have "
+            f"α·λ_max(∇²L_support(θ)) > 2 (max {float(ALPHA * lam.max()):.2f}, median "
+            f"{float(ALPHA * lam.median()):.2f}); diverged with plain SGD by step 10: {plain[10][2]}"
+        )
+        print(notes[-1], flush=True)
+
+    def table(field: int, fmt: str) -> list[str]:
+        out = ["| seed | inner loop | 0 | 1 | 5 | 10 |", "|---|---|---|---|---|---|"]
+        for seed, name, res in rows:
+            out.append(
+                f"| {seed} | {name} | " + " | ".join(format(res[s][field], fmt) for s in (0, *steps)) + " |"
             )
-    train_s = time.perf_counter() - start
-    res = evaluate(learner, args.eval_tasks, k, (1, 5, 10), seed=args.seed + 10_000)
+        return out
 
-    def cells(field: int, fmt: str) -> str:
-        return " | ".join(format(res[s][field], fmt) for s in (0, 1, 5, 10))
-
+    seeds_arg = ",".join(map(str, seeds))
     lines = [
-        f"MAML sinusoid (Finn et al. 2017, K = {k}): method `{args.method}`, "
-        f"{args.iterations} meta-iterations x {meta_batch} tasks, {train_s:.0f} s on "
-        f"{args.threads} CPU thread(s); MSE on "
-        f"{args.eval_tasks} held-out tasks (100 query points each).",
+        f"MAML sinusoid (Finn et al. 2017, K = {K}): method `{args.method}`, {args.iterations} "
+        f"meta-iterations x {META_BATCH} tasks (1 inner SGD step, α = {ALPHA}, Adam 1e-3), "
+        f"{args.threads} CPU thread(s); query "
+        f"MSE on {args.eval_tasks} held-out tasks (100 points each) after 0 / 1 / 5 / 10 adaptation steps.",
         "",
-        "| adaptation steps | 0 | 1 | 5 | 10 |",
-        "|---|---|---|---|---|",
-        f"| memagent `{args.method}`, mean | {cells(0, '.3f')} |",
-        f"| memagent `{args.method}`, median | {cells(1, '.3f')} |",
-        f"| tasks diverged (MSE > 1e3 or NaN) | {cells(2, 'd')} |",
-        f"| paper (70,000 iterations) | — | {PAPER[1]:.2f} | {PAPER[5]:.2f} | {PAPER[10]:.2f} |",
+        "Mean query MSE:",
+        "",
+        *table(0, ".3f"),
+        f"| — | paper (70,000 iterations) | — | {PAPER[1]:.2f} | {PAPER[5]:.2f} | {PAPER[10]:.2f} |",
+        "",
+        "Median query MSE:",
+        "",
+        *table(1, ".3f"),
+        "",
+        "Tasks diverged (query MSE > 1e3 or NaN):",
+        "",
+        *table(2, "d"),
+        "",
+        "Curvature of the support loss at the meta-learned θ (power iteration on Hessian-vector products):",
+        "",
+        *[f"- {n}" for n in notes],
         "",
         f"Command: `.venv/bin/python benchmarks/maml_sinusoid.py --iterations {args.iterations} "
-        f"--method {args.method} --seed {args.seed}`",
+        f"--method {args.method} --seeds {seeds_arg} --backtracking {args.backtracking}`",
     ]
     text = "\n".join(lines)
     print(text)
     if not args.no_write and not args.quick:
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(text + "\n")
+        tmp = RESULTS.with_suffix(".tmp")
+        tmp.write_text(text + "\n")
+        tmp.replace(RESULTS)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from memagent.meta import (
     maml_loss,
     meta_gradient,
     reptile_direction,
+    safeguarded_step,
     sgd_adapt,
 )
 
@@ -40,6 +41,71 @@ def test_inner_loop_equals_manual_sgd_hand_computed():
     # The module itself is untouched.
     assert params["weight"].item() == pytest.approx(1.0)
     assert inner_adapt(forward, params, x, y, steps=0, inner_lr=0.1)["weight"] is params["weight"]
+
+
+def test_backtracking_halves_a_step_that_would_increase_the_support_loss():
+    # Same model and data, alpha=1 (support loss 6.5 at w=1, b=0; gradient (-8, -5)):
+    # step alpha   -> w=9,  b=5:    loss 178.5 (up)
+    # step alpha/2 -> w=5,  b=2.5:  loss 38.25 (up)
+    # step alpha/4 -> w=3,  b=1.25: loss 3.3125 (down) -> taken with >= 2 halvings
+    forward, params = functional_model(_linear(1.0, 0.0))
+    x = torch.tensor([[1.0], [2.0]])
+    y = torch.tensor([[3.0], [5.0]])
+    plain = inner_adapt(forward, params, x, y, steps=1, inner_lr=1.0)
+    assert (plain["weight"].item(), plain["bias"].item()) == pytest.approx((9.0, 5.0))
+    safe = inner_adapt(forward, params, x, y, steps=1, inner_lr=1.0, backtracking=2)
+    assert (safe["weight"].item(), safe["bias"].item()) == pytest.approx((3.0, 1.25))
+    # one halving is not enough: no step is taken rather than a step uphill
+    none = inner_adapt(forward, params, x, y, steps=1, inner_lr=1.0, backtracking=1)
+    assert (none["weight"].item(), none["bias"].item()) == pytest.approx((1.0, 0.0))
+    # where the full step already decreases the loss, backtracking changes nothing (alpha=0.1 case above)
+    two = inner_adapt(forward, params, x, y, steps=2, inner_lr=0.1, backtracking=3)
+    assert (two["weight"].item(), two["bias"].item()) == pytest.approx((2.05, 0.66))
+    # the support loss never increases over many steps, where plain SGD diverges
+    loss = torch.nn.functional.mse_loss
+    for steps in range(1, 8):
+        adapted = inner_adapt(forward, params, x, y, steps=steps, inner_lr=1.0, backtracking=4)
+        assert loss(forward(adapted, x), y) <= 6.5
+    assert not loss(forward(inner_adapt(forward, params, x, y, steps=7, inner_lr=1.0), x), y) < 1e6
+
+
+def test_backtracking_under_vmap_decides_per_task():
+    forward, params = functional_model(_linear(1.0, 0.0))
+    # alpha = 0.5: stable where the support loss's Hessian has lambda_max < 2 / alpha = 4. Task 0's
+    # Hessian [[5, 3], [3, 2]] has lambda_max 6.85 (unstable), task 1's [[0.05, 0.3], [0.3, 2]] 2.05 (stable).
+    xs = torch.tensor([[[1.0], [2.0]], [[0.1], [0.2]]])
+    ys = torch.tensor([[[3.0], [5.0]], [[3.0], [5.0]]])
+
+    def adapt(x, y):
+        return inner_adapt(forward, params, x, y, steps=3, inner_lr=0.5, backtracking=3)
+
+    batched = torch.func.vmap(adapt)(xs, ys)
+    for i in range(2):
+        single = adapt(xs[i], ys[i])
+        for k in params:
+            assert torch.allclose(batched[k][i], single[k])
+    for i, halved in ((0, True), (1, False)):
+        plain = inner_adapt(forward, params, xs[i], ys[i], steps=1, inner_lr=0.5)
+        safe = inner_adapt(forward, params, xs[i], ys[i], steps=1, inner_lr=0.5, backtracking=3)
+        assert torch.equal(safe["weight"], plain["weight"]) is not halved
+
+
+def test_safeguarded_step_gradient_flows_through_the_chosen_step():
+    forward, params = functional_model(_linear(1.0, 0.0))
+    x = torch.tensor([[1.0], [2.0]])
+    y = torch.tensor([[3.0], [5.0]])
+
+    def loss_fn(p):
+        return torch.nn.functional.mse_loss(forward(p, x), y)
+
+    def after_step(p):
+        g, value = torch.func.grad_and_value(loss_fn)(p)
+        return safeguarded_step(loss_fn, p, g, value, inner_lr=1.0, halvings=2)["weight"]
+
+    # chosen step alpha/4: w' = w - 0.25 dL/dw with dL/dw = mean(2 (w x + b - y) x),
+    # so dw'/dw = 1 - 0.25 * mean(2 x^2) = 1 - 0.25 * 5 = -0.25
+    jac = torch.func.jacrev(after_step)({k: v.detach() for k, v in params.items()})
+    assert jac["weight"].item() == pytest.approx(-0.25)
 
 
 def test_sgd_adapt_equals_first_order_inner_adapt():
@@ -165,6 +231,8 @@ def test_bad_arguments():
         inner_adapt(forward, params, x, x, steps=-1, inner_lr=0.1)
     with pytest.raises(ValueError, match="inner_lr"):
         inner_adapt(forward, params, x, x, steps=1, inner_lr=0.0)
+    with pytest.raises(ValueError, match="backtracking"):
+        inner_adapt(forward, params, x, x, steps=1, inner_lr=0.1, backtracking=-1)
     with pytest.raises(ValueError, match="method"):
         MAML(nn.Linear(1, 1), None, method="sgd")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="model"):

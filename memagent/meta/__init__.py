@@ -7,6 +7,7 @@ from memagent.meta.maml import (
     maml_loss,
     meta_gradient,
     reptile_direction,
+    safeguarded_step,
     sgd_adapt,
 )
 
@@ -17,5 +18,6 @@ __all__ = [
     "maml_loss",
     "meta_gradient",
     "reptile_direction",
+    "safeguarded_step",
     "sgd_adapt",
 ]

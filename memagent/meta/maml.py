@@ -29,7 +29,7 @@ from collections.abc import Callable, Mapping
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.func import functional_call, grad, vmap
+from torch.func import functional_call, grad, grad_and_value, vmap
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +45,7 @@ __all__ = [
     "maml_loss",
     "meta_gradient",
     "reptile_direction",
+    "safeguarded_step",
     "sgd_adapt",
 ]
 
@@ -71,11 +72,44 @@ def functional_model(model: nn.Module, output_index: int | None = None) -> tuple
     return forward, dict(model.named_parameters())
 
 
-def _check_steps(steps: int, inner_lr: float) -> None:
+def _check_steps(steps: int, inner_lr: float, backtracking: int = 0) -> None:
     if not isinstance(steps, int) or steps < 0:
         raise ValueError(f"steps must be a non-negative int, got {steps!r}")
     if not inner_lr > 0:
         raise ValueError(f"inner_lr must be > 0, got {inner_lr!r}")
+    if isinstance(backtracking, bool) or not isinstance(backtracking, int) or backtracking < 0:
+        raise ValueError(f"backtracking must be a non-negative int (0: plain SGD), got {backtracking!r}")
+
+
+def safeguarded_step(
+    support_loss: Callable[[Mapping[str, Tensor]], Tensor],
+    params: Mapping[str, Tensor],
+    grads: Mapping[str, Tensor],
+    loss: Tensor,
+    *,
+    inner_lr: float,
+    halvings: int,
+) -> Params:
+    """One SGD step θ' − α·2⁻ʰ·∇ with the largest step (smallest h ≤ ``halvings``) that does not increase
+    the support loss; θ' itself (no step) if none of them does.
+
+    Plain SGD with a fixed α (MAML eq. 1) diverges on a task whose support-loss curvature exceeds the
+    stability limit, λ_max(∇²L) > 2/α: each step then multiplies the error along that direction by
+    |1 − αλ| > 1. Backtracking on the support loss — data the adaptation already has, nothing of the
+    query set — makes the inner loop a descent method on every task (the support loss never increases)
+    and leaves the step α untouched wherever it already decreases the loss. The choice is made with
+    tensor operations only, so it works under ``vmap``; gradients flow through the chosen step.
+
+    :param loss: the support loss at ``params`` (a 0-d tensor).
+    :param halvings: how many times the step may be halved (h = 0 … ``halvings``).
+    """
+    chosen = dict(params)
+    bound = loss.detach()
+    for h in reversed(range(halvings + 1)):  # small steps first: a larger acceptable step overrides
+        candidate = {k: params[k] - (inner_lr * 2.0**-h) * grads[k] for k in params}
+        accept = support_loss(candidate).detach() <= bound
+        chosen = {k: torch.where(accept, candidate[k], chosen[k]) for k in params}
+    return chosen
 
 
 def inner_adapt(
@@ -88,6 +122,7 @@ def inner_adapt(
     inner_lr: float,
     first_order: bool = False,
     loss_fn: LossFn = F.mse_loss,
+    backtracking: int = 0,
 ) -> Params:
     """Adapt ``params`` to one task by ``steps`` SGD steps on the support set (MAML eq. 1).
 
@@ -104,19 +139,27 @@ def inner_adapt(
     :param inner_lr: inner learning rate α.
     :param first_order: detach the inner gradients.
     :param loss_fn: ``loss_fn(prediction, target) -> scalar``.
+    :param backtracking: 0 (default) for plain SGD with a fixed α, as in the paper; ``h > 0`` halves a
+        step up to ``h`` times when it would increase the support loss (:func:`safeguarded_step`), at the
+        cost of ``h + 1`` extra forward passes per step.
     :return: the adapted parameters θ' (a new dict).
     """
-    _check_steps(steps, inner_lr)
+    _check_steps(steps, inner_lr, backtracking)
 
     def support_loss(p: Mapping[str, Tensor]) -> Tensor:
         return loss_fn(forward(p, x), y)
 
     adapted = dict(params)
     for _ in range(steps):
-        grads = grad(support_loss)(adapted)
+        grads, loss = grad_and_value(support_loss)(adapted)
         if first_order:
             grads = {k: g.detach() for k, g in grads.items()}
-        adapted = {k: adapted[k] - inner_lr * grads[k] for k in adapted}
+        if backtracking:
+            adapted = safeguarded_step(
+                support_loss, adapted, grads, loss, inner_lr=inner_lr, halvings=backtracking
+            )
+        else:
+            adapted = {k: adapted[k] - inner_lr * grads[k] for k in adapted}
     return adapted
 
 
@@ -338,10 +381,19 @@ class MAML:
         self.optimizer.step()
         return float(loss)
 
-    def adapt(self, x: Tensor, y: Tensor, steps: int | None = None, inner_lr: float | None = None) -> Params:
+    def adapt(
+        self,
+        x: Tensor,
+        y: Tensor,
+        steps: int | None = None,
+        inner_lr: float | None = None,
+        backtracking: int = 0,
+    ) -> Params:
         """Adapted parameters θ' after ``steps`` (default: ``inner_steps``) SGD steps on ``(x, y)``.
 
-        :param x: ``(K, ...)`` support inputs of one task. :return: detached adapted parameters.
+        :param x: ``(K, ...)`` support inputs of one task.
+        :param backtracking: see :func:`inner_adapt` (0: plain SGD).
+        :return: detached adapted parameters.
         """
         adapted = inner_adapt(
             self.forward,
@@ -352,6 +404,7 @@ class MAML:
             inner_lr=self.inner_lr if inner_lr is None else inner_lr,
             first_order=True,
             loss_fn=self.loss_fn,
+            backtracking=backtracking,
         )
         return {k: v.detach() for k, v in adapted.items()}
 
