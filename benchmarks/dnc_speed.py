@@ -9,9 +9,12 @@ keeps, including what gradient checkpointing keeps.
     .venv/bin/python benchmarks/dnc_speed.py [--quick] [--threads 1] [--device cpu] [--compile] [--no-pypi]
     .venv/bin/python benchmarks/dnc_speed.py --breakdown   # where the native DNC's time goes
     .venv/bin/python benchmarks/dnc_speed.py --against OLD.c --rounds 25   # another kernel, side by side
+    .venv/bin/python benchmarks/dnc_speed.py --thread-scaling 1,2,4,8,16   # wall time per thread count
 
 Our DNC runs on the native CPU kernel (memagent.memory.native) where it is available; the row
-"torch path (MEMAGENT_NATIVE=0)" is the same model on the torch path, side by side.
+"torch path (MEMAGENT_NATIVE=0)" is the same model on the torch path, side by side. The kernel splits
+its batch loops over ``torch.get_num_threads()`` threads (``--threads N`` sets it for torch and the
+kernel alike; ``MEMAGENT_NATIVE_THREADS`` overrides the kernel's count).
 """
 
 from __future__ import annotations
@@ -225,6 +228,66 @@ def against(source: str, x: torch.Tensor, target: torch.Tensor, rounds: int) -> 
     return _interleaved_table(cases, rounds, "train step")
 
 
+def thread_scaling(counts: list[int], x: torch.Tensor, target: torch.Tensor, rounds: int) -> str:
+    """Wall time of a train step per thread count (``torch.set_num_threads(n)``: torch's ops and the
+    native kernel alike), LSTM and DNC side by side, the thread counts interleaved round by round in
+    this process; and the kernel pool's dispatch cost at B=16 (an empty job)."""
+    base = MemoryConfig(memory_size=N, word_size=W, num_read_heads=R)
+    no_links = MemoryConfig(**{**base.__dict__, "temporal_links": False})
+    models = {"lstm": LSTMBaseline(), "dnc": OursWrapper(base), "nolinks": OursWrapper(no_links)}
+    kernel_threads = {}
+    for n in counts:  # warm-up (and the kernel's workers started) at every count
+        torch.set_num_threads(n)
+        kernel_threads[n] = min(native.num_threads(), B) if native.available() else 0
+        for m in models.values():
+            for _ in range(2):
+                train_step(m, x, target)
+    times: dict[tuple[int, str], list[float]] = {(n, k): [] for n in counts for k in models}
+    for _ in range(rounds):
+        for n in counts:
+            torch.set_num_threads(n)
+            train_step(models["lstm"], x, target)  # untimed: torch's thread team resized
+            for name, m in models.items():
+                t0 = time.perf_counter()
+                train_step(m, x, target)
+                times[(n, name)].append(1e3 * (time.perf_counter() - t0))
+    med = {key: statistics.median(v) for key, v in times.items()}
+    pool = native._pool()
+    lines = [
+        f"Forward + backward, B={B}, T={T}, input {I}, N={N}, W={W}, R={R}, 1 write head, LSTM controller "
+        f"{H}; wall ms per train step, median of {rounds} rounds, thread counts interleaved round by round "
+        f"in one process; torch {torch.__version__}, {os.cpu_count()} logical CPUs. threads: "
+        "torch.set_num_threads (torch's ops and, unless MEMAGENT_NATIVE_THREADS is set, the native "
+        "kernel); kernel threads: what the kernel's batch loops may use (at most B).",
+        "",
+        "| threads | kernel threads | LSTM ms | DNC ms | x LSTM | DNC no links ms | x LSTM | DNC speed-up |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    first = med[(counts[0], "dnc")]
+    for n in counts:
+        lstm, dnc, nolinks = med[(n, "lstm")], med[(n, "dnc")], med[(n, "nolinks")]
+        lines.append(
+            f"| {n} | {kernel_threads[n]} | {lstm:.1f} | {dnc:.1f} | {dnc / lstm:.1f} | {nolinks:.1f} | "
+            f"{nolinks / lstm:.1f} | {first / dnc:.2f} |"
+        )
+    if pool is not None:
+        lines += [
+            "",
+            "Kernel pool dispatch cost at B=16 (an empty job split over the threads, mean of 2000; "
+            "back to back / after 20 us of other work / after 1 ms, when the workers sleep):",
+            "",
+            "| kernel threads | back to back us | after 20 us | after 1 ms |",
+            "|---:|---:|---:|---:|",
+        ]
+        for n in counts:
+            cost = [
+                pool.pool_dispatch_ns(n, B, iters, gap) / 1e3
+                for iters, gap in ((2000, 0), (2000, 20_000), (300, 1_000_000))
+            ]
+            lines.append(f"| {min(n, B)} | {cost[0]:.2f} | {cost[1]:.2f} | {cost[2]:.2f} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -247,12 +310,34 @@ def main(argv: list[str] | None = None) -> None:
         metavar="KERNEL_C",
         help="only time train steps with the kernel built from this access_kernel.c vs the current one",
     )
-    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "dnc_speed.md"))
+    parser.add_argument(
+        "--thread-scaling",
+        metavar="COUNTS",
+        help="only time train steps (wall) at these thread counts, e.g. 1,2,4,8,16 (table to --out, "
+        "default benchmarks/results/dnc_threads.md)",
+    )
+    parser.add_argument("--out", default=None, help="results file (default: per mode, see above)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     device = torch.device(args.device)
     rounds = args.rounds or (3 if args.quick else 15)
+    if args.thread_scaling:
+        try:
+            counts = [int(c) for c in args.thread_scaling.split(",") if c.strip()]
+        except ValueError:
+            counts = []
+        if not counts or min(counts) < 1:
+            parser.error(f"--thread-scaling {args.thread_scaling!r}: expected positive integers like 1,2,4")
+        g = torch.Generator().manual_seed(1)
+        xb, tb = torch.randn(B, T, I, generator=g), torch.randn(B, T, O, generator=g)
+        table = thread_scaling(counts, xb, tb, rounds)
+        print(table)
+        if not args.quick:
+            out = Path(args.out or ROOT / "benchmarks" / "results" / "dnc_threads.md")
+            command = "benchmarks/dnc_speed.py " + " ".join(sys.argv[1:] if argv is None else argv)
+            out.write_text(f"# DNC speed per thread count\n\n`{command}`\n\n{table}\n", encoding="utf-8")
+        return
     if args.breakdown or args.against:
         g = torch.Generator().manual_seed(1)
         xb, tb = torch.randn(B, T, I, generator=g), torch.randn(B, T, O, generator=g)
@@ -304,13 +389,19 @@ def main(argv: list[str] | None = None) -> None:
 
     # On a CPU shared with other jobs the thread's CPU time is the robust measure (wall time counts
     # the time other processes held the core); on a GPU, wall time.
-    clock = times if device.type == "cuda" or args.threads > 1 else cpu_times
+    wall = device.type == "cuda" or args.threads > 1
+    clock = times if wall else cpu_times
     lstm_ms = statistics.median(clock["nn.LSTM(64,128) + linear"])
     lines = [
         f"Forward + backward, B={B}, T={T}, input {I}, N={N}, W={W}, R={R}, 1 write head, "
         f"LSTM controller {H}; device {device}, {args.threads} thread(s), median of {rounds} "
-        f"interleaved rounds, torch {torch.__version__}. ms / batch is the thread's CPU time "
-        "(time.thread_time; one thread) so that other jobs on a shared machine do not count.",
+        f"interleaved rounds, torch {torch.__version__}. "
+        + (
+            "ms / batch is wall time (several threads)."
+            if wall
+            else "ms / batch is the thread's CPU time (time.thread_time; one thread) so that other jobs "
+            "on a shared machine do not count."
+        ),
         "",
         "| model | ms / batch | x LSTM | wall ms / batch | memory kept for backward (MiB) |",
         "|---|---:|---:|---:|---:|",
@@ -325,7 +416,7 @@ def main(argv: list[str] | None = None) -> None:
     table = "\n".join(lines)
     print(table)
     if not args.quick:
-        Path(args.out).write_text(
+        Path(args.out or ROOT / "benchmarks" / "results" / "dnc_speed.md").write_text(
             "# DNC speed\n\n`.venv/bin/python benchmarks/dnc_speed.py`\n\n" + table + "\n", encoding="utf-8"
         )
 

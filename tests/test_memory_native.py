@@ -243,3 +243,141 @@ def test_portable_build_without_march_native(tmp_path, monkeypatch):
     monkeypatch.setitem(native._STATE, "functions", kernels)
     for a, e in zip(native.access_forward(cfg, vector, *state), expected):
         torch.testing.assert_close(a, e, rtol=1e-12, atol=1e-13)
+
+
+# ---- the batch-loop thread pool
+
+
+@pytest.fixture
+def pool(monkeypatch):
+    """The kernel library with every call allowed onto the pool (grain 0: even tiny batches are split);
+    the grain is restored afterwards."""
+    library = native._pool()
+    grain = library.pool_get_grain()
+    library.pool_set_grain(0.0)
+    yield library
+    library.pool_set_grain(grain)
+
+
+def dnc_results(threads: int, dtype, monkeypatch, batch: int = 7, seed: int = 0):
+    """Outputs, final state and parameter / input gradients of a native DNC run (resets inside, links
+    and allocation on, N a multiple of 8: the blocked link pass) with ``threads`` kernel threads."""
+    monkeypatch.setenv("MEMAGENT_NATIVE", "1")
+    monkeypatch.setenv("MEMAGENT_NATIVE_THREADS", str(threads))
+    cfg = MemoryConfig(memory_size=16, word_size=6, num_read_heads=3)
+    torch.manual_seed(seed)
+    model = DNC(4, 10, 3, cfg).to(dtype)
+    g = torch.Generator().manual_seed(seed + 1)
+    x = torch.randn(batch, 6, 4, generator=g, dtype=dtype).requires_grad_()
+    starts = torch.zeros(batch, 6, dtype=torch.bool)
+    starts[1, 3] = starts[batch - 1, 2] = True
+    y, state = model(x, episode_starts=starts)
+    (y.pow(2).sum() + sum((f * (k + 1)).sin().sum() for k, f in enumerate(state))).backward()
+    return [y.detach(), *(f.detach() for f in state), x.grad, *(p.grad for p in model.parameters())]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, F64], ids=["f32", "f64"])
+def test_threads_give_bitwise_identical_values_and_gradients(dtype, pool, monkeypatch):
+    """Batch 7 split over 2, 3 and 4 threads (uneven chunks): the forward outputs, final state and all
+    gradients equal the one-thread run bit for bit, and the calls did run on the pool."""
+    reference = dnc_results(1, dtype, monkeypatch)
+    for threads in (2, 3, 4):
+        calls = pool.pool_parallel_calls()
+        result = dnc_results(threads, dtype, monkeypatch)
+        assert pool.pool_parallel_calls() > calls  # the pool ran them
+        assert pool.pool_workers() >= threads - 1
+        for a, e in zip(result, reference, strict=True):
+            assert torch.equal(a, e)
+
+
+def test_threads_per_step_access_calls_are_bitwise_identical(pool, monkeypatch):
+    """The per-step kernel entry points (access forward and backward) split over threads too."""
+    cfg = MemoryConfig(memory_size=24, word_size=5, num_read_heads=2)
+    vector, state = random_step(cfg, batch=5, seed=4, dtype=torch.float32)
+    results = []
+    for threads in ("1", "3"):
+        monkeypatch.setenv("MEMAGENT_NATIVE_THREADS", threads)
+        results.append(step_values_and_grads(cfg, vector, state, True, monkeypatch))
+    for a, e in zip([*results[0][0], *results[0][1]], [*results[1][0], *results[1][1]], strict=True):
+        assert torch.equal(a, e)
+
+
+def test_num_threads_follows_torch_and_the_environment(monkeypatch):
+    monkeypatch.delenv("MEMAGENT_NATIVE_THREADS", raising=False)
+    assert native.num_threads() == torch.get_num_threads()
+    monkeypatch.setenv("MEMAGENT_NATIVE_THREADS", " 3 ")
+    assert native.num_threads() == 3
+    for bad in ("0", "-2", "two", "1.5"):
+        monkeypatch.setenv("MEMAGENT_NATIVE_THREADS", bad)
+        with pytest.raises(ValueError, match=f"MEMAGENT_NATIVE_THREADS='{bad}'.*positive integer"):
+            native.num_threads()
+
+
+def _child_run(queue) -> None:
+    """In a forked child: a native DNC run on the pool (the parent's workers do not exist here)."""
+    try:
+        workers = native._pool().pool_workers()  # the parent's are gone: 0 until the first call
+        monkeypatch = pytest.MonkeyPatch()
+        result = dnc_results(3, F64, monkeypatch)
+        queue.put((workers, native._pool().pool_workers(), [t.numpy() for t in result]))
+    except BaseException as error:  # noqa: BLE001 - report anything to the parent
+        queue.put(repr(error))
+
+
+def test_pool_works_in_a_forked_child(pool, monkeypatch):
+    """fork() after the pool started (SubprocVecEnv, multiprocessing 'fork'): the child builds its own
+    workers and gets the same numbers; no hang."""
+    import multiprocessing
+
+    reference = dnc_results(3, F64, monkeypatch)  # the parent's pool has workers now
+    assert pool.pool_workers() >= 2
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    child = context.Process(target=_child_run, args=(queue,))
+    child.start()
+    try:
+        result = queue.get(timeout=60)
+    finally:
+        child.join(timeout=60)
+        if child.is_alive():  # pragma: no cover - only on a hang
+            child.kill()
+    assert not isinstance(result, str), result
+    assert child.exitcode == 0
+    workers_at_fork, workers_after, result = result
+    assert workers_at_fork == 0 and workers_after >= 2
+    for a, e in zip(result, reference, strict=True):
+        assert torch.equal(torch.from_numpy(a), e)
+
+
+def test_two_python_threads_share_the_kernel(pool, monkeypatch):
+    """Two Python threads calling at once (one gets the pool, the other runs inline while it is busy):
+    both get the single-threaded numbers."""
+    import threading
+
+    reference = dnc_results(1, torch.float32, monkeypatch)
+    monkeypatch.setenv("MEMAGENT_NATIVE_THREADS", "2")
+    results: list[list[torch.Tensor]] = []
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            for _ in range(3):
+                results.append(dnc_results(2, torch.float32, pytest.MonkeyPatch()))
+        except BaseException as error:  # noqa: BLE001
+            errors.append(error)
+
+    threads = [threading.Thread(target=work) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not errors and len(results) == 6
+    for result in results:
+        for a, e in zip(result, reference, strict=True):
+            assert torch.equal(a, e)
+
+
+def test_dispatch_reports_a_cost():
+    """The pool's dispatch timer runs (its number is a benchmark, not asserted)."""
+    library = native._pool()
+    assert library.pool_dispatch_ns(2, 16, 10, 0) > 0

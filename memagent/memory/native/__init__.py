@@ -10,6 +10,14 @@ platform and the CPU's feature flags (``-march=native``), and loaded with :mod:`
 
 ``MEMAGENT_NATIVE=0`` disables it; without a compiler, or if the build fails, a warning is logged
 once and the torch path is used. :func:`available` tells whether the kernel is in use.
+
+Threads: each call splits its batch loop (every sample's work is independent) into contiguous chunks
+run by a small persistent pthread pool inside the library, on :func:`num_threads` threads
+(``torch.get_num_threads()``, or ``$MEMAGENT_NATIVE_THREADS``), never more than the batch size and
+never chunks smaller than a few microseconds of work (small calls run inline). Results are bitwise
+identical for every thread count. A call made while another thread's call holds the pool runs inline;
+after ``fork()`` the child starts with an empty pool. Idle workers spin ~100 us
+(``$MEMAGENT_NATIVE_SPIN_US``, read when the library loads) before they sleep.
 """
 
 from __future__ import annotations
@@ -30,7 +38,15 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-__all__ = ["available", "enabled", "load", "access_forward", "access_backward", "supports"]
+__all__ = [
+    "available",
+    "enabled",
+    "load",
+    "num_threads",
+    "access_forward",
+    "access_backward",
+    "supports",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +62,7 @@ _FLAGS = [
     "-fassociative-math",  # vectorised reductions (sums in a different order than torch's)
     "-fno-signed-zeros",
     "-fno-trapping-math",
+    "-pthread",  # the batch-loop thread pool (plain pthreads)
 ]
 _LOCK = threading.Lock()
 _STATE: dict[str, object] = {}
@@ -62,6 +79,7 @@ class _Config(ctypes.Structure):
         ("links", ctypes.c_int),
         ("decay", ctypes.c_double),
         ("eps", ctypes.c_double),
+        ("threads", ctypes.c_int),
     ]
 
 
@@ -151,15 +169,37 @@ def _bind(library: ctypes.CDLL) -> dict[str, object]:
         backward.argtypes = [ctypes.POINTER(_Config)] + [pointer] * 24
         backward.restype = None
         lstm_forward = getattr(library, f"lstm_forward_{suffix}")
-        lstm_forward.argtypes = [ctypes.c_int, ctypes.c_int] + [pointer] * 4
+        lstm_forward.argtypes = [ctypes.c_int, ctypes.c_int] + [pointer] * 4 + [ctypes.c_int]
         lstm_forward.restype = None
         lstm_backward = getattr(library, f"lstm_backward_{suffix}")
-        lstm_backward.argtypes = [ctypes.c_int, ctypes.c_int] + [pointer] * 7
+        lstm_backward.argtypes = [ctypes.c_int, ctypes.c_int] + [pointer] * 7 + [ctypes.c_int]
         lstm_backward.restype = None
         erase_write = getattr(library, f"erase_write_{suffix}")
         erase_write.argtypes = [ctypes.POINTER(_Config)] + [pointer] * 4
         erase_write.restype = None
         functions[dtype] = _Kernels(forward, backward, lstm_forward, lstm_backward, erase_write)
+    return functions
+
+
+def _bind_pool(library: ctypes.CDLL) -> ctypes.CDLL:
+    """Declare the thread pool's functions (``pool_*``, for tests and benchmarks) on ``library``."""
+    library.pool_workers.restype = ctypes.c_int
+    library.pool_workers.argtypes = []
+    library.pool_parallel_calls.restype = ctypes.c_long
+    library.pool_parallel_calls.argtypes = []
+    library.pool_set_grain.restype = None
+    library.pool_set_grain.argtypes = [ctypes.c_double]
+    library.pool_get_grain.restype = ctypes.c_double
+    library.pool_get_grain.argtypes = []
+    library.pool_dispatch_ns.restype = ctypes.c_double
+    library.pool_dispatch_ns.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+    return library
+
+
+def _load_library(path: Path) -> dict:
+    library = ctypes.CDLL(str(path))
+    functions = _bind(library)
+    _STATE["library"] = _bind_pool(library)
     return functions
 
 
@@ -178,11 +218,11 @@ def load() -> dict | None:
                 logger.warning("memagent.memory.native: no C compiler (cc, gcc, clang) found; using torch")
             else:
                 try:
-                    functions = _bind(ctypes.CDLL(str(_build(compiler))))
+                    functions = _load_library(_build(compiler))
                 except Exception as error:  # noqa: BLE001 - any failure means: try portable flags, then torch
                     try:  # e.g. a compiler without -march=native: portable code, same results
                         portable = [f for f in _FLAGS if not f.startswith("-march")]
-                        functions = _bind(ctypes.CDLL(str(_build(compiler, portable))))
+                        functions = _load_library(_build(compiler, portable))
                         logger.warning("memagent.memory.native: built without -march=native (%s)", error)
                     except Exception as error2:  # noqa: BLE001
                         logger.warning("memagent.memory.native: kernel unavailable (%s); using torch", error2)
@@ -211,7 +251,36 @@ def supports(*tensors: Tensor) -> bool:
     return available()
 
 
-def _config(config, batch: int, vector_size: int) -> _Config:
+_THREADS_ENV = "MEMAGENT_NATIVE_THREADS"
+_parsed_threads: dict[str, int] = {}
+
+
+def num_threads() -> int:
+    """Threads one kernel call may use: ``$MEMAGENT_NATIVE_THREADS`` when set (a positive integer),
+    else ``torch.get_num_threads()`` (read at every call: follows ``torch.set_num_threads``). A call
+    uses at most its batch size of them, fewer when its work is small."""
+    raw = os.environ.get(_THREADS_ENV)
+    if raw is None or not raw.strip():
+        return torch.get_num_threads()
+    value = _parsed_threads.get(raw)
+    if value is None:
+        try:
+            value = int(raw.strip())
+        except ValueError:
+            value = 0
+        if value < 1:
+            raise ValueError(f"{_THREADS_ENV}={raw!r}: expected a positive integer (threads per kernel call)")
+        _parsed_threads[raw] = value
+    return value
+
+
+def _pool() -> ctypes.CDLL | None:
+    """The loaded library with its ``pool_*`` functions (tests, benchmarks); None without the kernel."""
+    return _STATE.get("library") if load() is not None else None  # type: ignore[return-value]
+
+
+def _config(config, batch: int, vector_size: int, threads: int | None = None) -> _Config:
+    """The C struct for one call; ``threads`` defaults to :func:`num_threads`."""
     return _Config(
         batch,
         config.memory_size,
@@ -222,6 +291,7 @@ def _config(config, batch: int, vector_size: int) -> _Config:
         int(config.temporal_links),
         float(config.usage_decay),
         float(config.epsilon),
+        num_threads() if threads is None else threads,
     )
 
 

@@ -20,16 +20,259 @@
 #ifndef ACCESS_KERNEL_BODY
 #define ACCESS_KERNEL_BODY
 
+#include <fenv.h>
 #include <math.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
+/* threads: how many threads the call may use (the batch loop is split into that many contiguous
+ * chunks of samples; 1 or less: the calling thread alone) */
 typedef struct {
     int B, N, W, R, V, alloc, links;
     double decay, eps;
+    int threads;
 } access_cfg;
 
-int access_kernel_version(void) { return 2; }
+int access_kernel_version(void) { return 3; }
+
+/* ------------------------------------------------------------------------------------------------
+ * A small persistent pthread pool for the batch loops (no OpenMP runtime: torch brings its own).
+ *
+ * Every sample's work is independent of the others' and done by exactly the same code whichever
+ * thread runs it, so results are bitwise identical for every thread count. A call splits
+ * b = 0..B-1 into n contiguous chunks (n <= threads, n <= B, each chunk at least `grain` units of
+ * estimated work; n = 1 runs inline); the calling thread and the pool's workers take chunks from
+ * one atomic word (generation << 32 | next chunk << 16 | chunks), so a worker that wakes late
+ * leaves its chunk to the others. Workers spin briefly on that word (the next call usually comes
+ * within microseconds: a DNC step makes ~4 calls with a few small matrix products between them),
+ * then sleep on a condition variable. One dispatch at a time: a second thread that calls while the
+ * pool is busy runs its call inline (same results). After fork() the child starts with an empty
+ * pool (pthread_atfork): its workers are created again at its first parallel call.
+ * ------------------------------------------------------------------------------------------------ */
+#define POOL_MAX 256
+#define WORD(gen, next, n) (((uint64_t)(gen) << 32) | ((uint64_t)(next) << 16) | (uint64_t)(n))
+#define WORD_GEN(w) ((uint32_t)((w) >> 32))
+#define WORD_NEXT(w) ((int)(((w) >> 16) & 0xffff))
+#define WORD_N(w) ((int)((w) & 0xffff))
+
+typedef void (*pool_fn)(const void *arg, int s0, int s1);
+
+/* The floating-point mode a worker copies from the caller (threads start with their creator's):
+ * on x86-64 the MXCSR control bits (rounding, flush-to-zero, denormals-are-zero; not the sticky
+ * exception flags), elsewhere the whole fenv. */
+#if defined(__x86_64__)
+typedef unsigned fpstate_t;
+static inline fpstate_t fp_get(void) { return __builtin_ia32_stmxcsr() & ~0x3fu; }
+static inline int fp_same(const fpstate_t *a, const fpstate_t *b) { return *a == *b; }
+static inline void fp_set(const fpstate_t *s) { __builtin_ia32_ldmxcsr(*s | (__builtin_ia32_stmxcsr() & 0x3fu)); }
+#else
+typedef fenv_t fpstate_t;
+static inline fpstate_t fp_get(void) {
+    fenv_t e;
+    fegetenv(&e);
+    return e;
+}
+static inline int fp_same(const fpstate_t *a, const fpstate_t *b) { return memcmp(a, b, sizeof(fenv_t)) == 0; }
+static inline void fp_set(const fpstate_t *s) { fesetenv(s); }
+#endif
+
+static struct {
+    pthread_mutex_t dispatch; /* held by the thread whose call the pool runs */
+    pthread_mutex_t sleep;    /* guards the condition variable */
+    pthread_cond_t wake;
+    _Atomic uint64_t word;
+    _Atomic int done;     /* chunks finished in the current generation */
+    _Atomic int sleepers; /* workers blocked on `wake` */
+    _Atomic long parallel_calls;
+    int workers;
+    pool_fn fn; /* the current job (stable while any of its chunks is unfinished) */
+    const void *arg;
+    int B;
+    fpstate_t fp; /* the caller's floating-point mode (rounding, flush-to-zero) */
+} pool = {.dispatch = PTHREAD_MUTEX_INITIALIZER, .sleep = PTHREAD_MUTEX_INITIALIZER, .wake = PTHREAD_COND_INITIALIZER};
+
+static double pool_grain = 2.0e4; /* minimum estimated work per chunk (~flops; ~5-10 us) */
+static long pool_spin_ns = 100000; /* how long an idle worker spins before it sleeps */
+
+static inline void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
+static long now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long)ts.tv_sec * 1000000000L + ts.tv_nsec;
+}
+
+/* Take and run chunks of generation `gen` until none is left; returns the number run. */
+static int pool_take_chunks(uint32_t gen, fpstate_t *fp) {
+    int ran = 0;
+    uint64_t w = atomic_load(&pool.word);
+    for (;;) {
+        if (WORD_GEN(w) != gen || WORD_NEXT(w) >= WORD_N(w)) return ran;
+        if (!atomic_compare_exchange_weak(&pool.word, &w, w + ((uint64_t)1 << 16))) continue;
+        /* the chunk is ours: the job's fields stay valid until it is counted done */
+        const int next = WORD_NEXT(w), n = WORD_N(w), B = pool.B;
+        if (fp && !fp_same(fp, &pool.fp)) { /* a worker: take the caller's mode */
+            fp_set(&pool.fp);
+            *fp = pool.fp;
+        }
+        pool.fn(pool.arg, (int)((long)next * B / n), (int)((long)(next + 1) * B / n));
+        ++ran;
+        atomic_fetch_add(&pool.done, 1);
+        w = atomic_load(&pool.word);
+    }
+}
+
+static void *pool_worker(void *start) {
+    uint32_t seen = (uint32_t)(uintptr_t)start;
+    fpstate_t fp = fp_get();
+    for (;;) {
+        uint64_t w = atomic_load(&pool.word);
+        if (WORD_GEN(w) == seen) { /* idle: spin for a while, then sleep until the next call */
+            /* pause a few microseconds, then yield the core between looks: a thread that waits for
+             * this core (another process's, torch's, or the caller itself on a busy machine) runs */
+            const long until = now_ns() + pool_spin_ns;
+            for (int i = 1; WORD_GEN(w = atomic_load(&pool.word)) == seen; ++i) {
+                if (i < 64) {
+                    cpu_relax();
+                    continue;
+                }
+                sched_yield();
+                if (now_ns() > until) break;
+            }
+            if (WORD_GEN(w) == seen) {
+                pthread_mutex_lock(&pool.sleep);
+                atomic_fetch_add(&pool.sleepers, 1); /* then read the word: pairs with pool_run */
+                while (WORD_GEN(w = atomic_load(&pool.word)) == seen) pthread_cond_wait(&pool.wake, &pool.sleep);
+                atomic_fetch_sub(&pool.sleepers, 1);
+                pthread_mutex_unlock(&pool.sleep);
+            }
+        }
+        seen = WORD_GEN(w);
+        pool_take_chunks(seen, &fp);
+    }
+    return NULL;
+}
+
+/* Start workers until there are `want` (the dispatch lock held); returns how many exist. */
+static int pool_grow(int want) {
+    if (want > POOL_MAX - 1) want = POOL_MAX - 1;
+    if (pool.workers >= want) return pool.workers;
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &old); /* workers inherit a full mask: signals go elsewhere */
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    const uint32_t gen = WORD_GEN(atomic_load(&pool.word));
+    while (pool.workers < want) {
+        pthread_t tid;
+        if (pthread_create(&tid, &attr, pool_worker, (void *)(uintptr_t)gen) != 0) break;
+        ++pool.workers;
+    }
+    pthread_attr_destroy(&attr);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    return pool.workers;
+}
+
+static void pool_prepare_fork(void) { pthread_mutex_lock(&pool.dispatch); }
+static void pool_parent_after_fork(void) { pthread_mutex_unlock(&pool.dispatch); }
+static void pool_child_after_fork(void) {
+    /* the workers do not exist in the child: forget them (new ones start at the next call) */
+    pool.workers = 0;
+    atomic_store(&pool.sleepers, 0);
+    atomic_store(&pool.done, 0);
+    pthread_mutex_init(&pool.sleep, NULL);
+    pthread_cond_init(&pool.wake, NULL);
+    pthread_mutex_init(&pool.dispatch, NULL);
+}
+
+__attribute__((constructor)) static void pool_init(void) {
+    const char *spin = getenv("MEMAGENT_NATIVE_SPIN_US");
+    if (spin && *spin) {
+        const long us = atol(spin);
+        if (us >= 0) pool_spin_ns = us * 1000L;
+    }
+    pthread_atfork(pool_prepare_fork, pool_parent_after_fork, pool_child_after_fork);
+}
+
+/* Run fn(arg, s0, s1) over b = 0..B-1 in contiguous chunks on up to `threads` threads, each chunk
+ * at least `grain` units of work (cost: the units per sample). */
+static void pool_run(int threads, int B, double cost, pool_fn fn, const void *arg) {
+    int n = threads < B ? threads : B;
+    if (n > POOL_MAX) n = POOL_MAX;
+    const double by_work = B * cost / pool_grain;
+    if (by_work < n) n = (int)by_work;
+    if (n <= 1 || pthread_mutex_trylock(&pool.dispatch) != 0) { /* small, or the pool is busy */
+        fn(arg, 0, B);
+        return;
+    }
+    n = 1 + (pool_grow(n - 1) < n - 1 ? pool.workers : n - 1);
+    pool.fn = fn;
+    pool.arg = arg;
+    pool.B = B;
+    pool.fp = fp_get();
+    atomic_store(&pool.done, 0);
+    const uint32_t gen = WORD_GEN(atomic_load(&pool.word)) + 1;
+    atomic_store(&pool.word, WORD(gen, 0, n));
+    if (atomic_load(&pool.sleepers) > 0) {
+        pthread_mutex_lock(&pool.sleep);
+        pthread_cond_broadcast(&pool.wake);
+        pthread_mutex_unlock(&pool.sleep);
+    }
+    pool_take_chunks(gen, NULL);
+    for (int i = 1; atomic_load(&pool.done) < n; ++i) { /* the other chunks are in flight */
+        if (i < 64)
+            cpu_relax();
+        else
+            sched_yield();
+    }
+    atomic_fetch_add(&pool.parallel_calls, 1);
+    pthread_mutex_unlock(&pool.dispatch);
+}
+
+/* ---- for tests and benchmarks */
+int pool_workers(void) { return pool.workers; }
+long pool_parallel_calls(void) { return atomic_load(&pool.parallel_calls); }
+void pool_set_grain(double grain) { pool_grain = grain > 0 ? grain : 0; }
+double pool_get_grain(void) { return pool_grain; }
+
+static void pool_noop(const void *arg, int s0, int s1) {
+    (void)arg;
+    (void)s0;
+    (void)s1;
+}
+
+/* Mean nanoseconds per dispatch of an empty job over B samples on `threads` threads (forced past
+ * the grain), `iters` dispatches, each after `gap_ns` of waiting (0: back to back). */
+double pool_dispatch_ns(int threads, int B, int iters, long gap_ns) {
+    const double grain = pool_grain;
+    pool_grain = 0;
+    pool_run(threads, B, 1, pool_noop, NULL); /* start the workers */
+    long total = 0;
+    for (int i = 0; i < iters; ++i) {
+        if (gap_ns > 0) {
+            const long until = now_ns() + gap_ns;
+            while (now_ns() < until) cpu_relax();
+        }
+        const long t0 = now_ns();
+        pool_run(threads, B, 1, pool_noop, NULL);
+        total += now_ns() - t0;
+    }
+    pool_grain = grain;
+    return (double)total / (iters > 0 ? iters : 1);
+}
 
 /* exp for float32 in plain arithmetic (vectorisable; Cephes' expf polynomial, ~1 ulp on the range
  * used; inputs below -87 give ~1e-38 instead of 0). float64 keeps libm's exp. */
@@ -109,6 +352,19 @@ static size_t FN(work_size)(const access_cfg *c, int backward) {
     size_t n = (R + 1) + (W + R + 2) + 3 * R + (R + 1) + 12 * N + 5 * R * N + N * W + N + W;
     if (backward) n += 8 * R * N + 6 * N + N * W + 2 * (R + 1) * N;
     return n * sizeof(real) + N * sizeof(int) + N * sizeof(FN(pair)) + 64;
+}
+
+/* Estimated work per sample of one access step (units ~ flops; only compared with pool_grain). */
+static double FN(step_cost)(const access_cfg *c, int backward) {
+    const double N = c->N, W = c->W, R = c->R;
+    const double cost = N * W * (2 * R + 4) + (c->alloc ? N * N : 0) + (c->links ? N * N * (2 * R + 3) : 0);
+    return backward ? 2.5 * cost : cost;
+}
+
+/* A work block, 64-byte aligned (the same alignment whichever thread allocates it, so that the
+ * vectorised loops over it take the same path: results do not depend on the thread count). */
+static char *FN(work_alloc)(const access_cfg *c, int backward) {
+    return (char *)aligned_alloc(64, (FN(work_size)(c, backward) + 63) / 64 * 64);
 }
 
 static void FN(work_init)(FN(work) * k, const access_cfg *c, char *mem, int backward) {
@@ -683,14 +939,48 @@ static void FN(stage_reads)(const access_cfg *c, const real *rwt, const real *Mt
     }
 }
 
-void FN(access_forward)(const access_cfg *c, const real *vec, const real *M, const real *u, const real *L,
-                        const real *p, const real *rw, const real *ww, real *reads, real *Mt, real *ut,
-                        real *Lt, real *pt, real *rwt, real *wwt, real *aux) {
+typedef struct {
+    const access_cfg *c;
+    const real *vec;
+    const real *M;
+    const real *u;
+    const real *L;
+    const real *p;
+    const real *rw;
+    const real *ww;
+    real *reads;
+    real *Mt;
+    real *ut;
+    real *Lt;
+    real *pt;
+    real *rwt;
+    real *wwt;
+    real *aux;
+} FN(access_forward_job);
+
+static void FN(access_forward_chunk)(const void *job, int s0, int s1) {
+    const FN(access_forward_job) *J = (const FN(access_forward_job) *)job;
+    const access_cfg *c = J->c;
+    const real *vec = J->vec;
+    const real *M = J->M;
+    const real *u = J->u;
+    const real *L = J->L;
+    const real *p = J->p;
+    const real *rw = J->rw;
+    const real *ww = J->ww;
+    real *reads = J->reads;
+    real *Mt = J->Mt;
+    real *ut = J->ut;
+    real *Lt = J->Lt;
+    real *pt = J->pt;
+    real *rwt = J->rwt;
+    real *wwt = J->wwt;
+    real *aux = J->aux;
     const int N = c->N, W = c->W, R = c->R, V = c->V;
-    char *mem = (char *)malloc(FN(work_size)(c, 0));
+    char *mem = FN(work_alloc)(c, 0);
     FN(work) k;
     FN(work_init)(&k, c, mem, 0);
-    for (int s = 0; s < c->B; ++s) {
+    for (int s = s0; s < s1; ++s) {
         const real *rws = rw + (size_t)s * R * N;
         const size_t nw = (size_t)s * N * W;
         FN(stage_memory)(c, &k, vec + (size_t)s * V, M + nw, u + (size_t)s * N, rws, ww + (size_t)s * N,
@@ -710,6 +1000,13 @@ void FN(access_forward)(const access_cfg *c, const real *vec, const real *M, con
         FN(stage_reads)(c, rwt + (size_t)s * R * N, Mt + nw, reads + (size_t)s * R * W);
     }
     free(mem);
+}
+
+void FN(access_forward)(const access_cfg *c, const real *vec, const real *M, const real *u, const real *L,
+                        const real *p, const real *rw, const real *ww, real *reads, real *Mt, real *ut,
+                        real *Lt, real *pt, real *rwt, real *wwt, real *aux) {
+    const FN(access_forward_job) job = {c, vec, M, u, L, p, rw, ww, reads, Mt, ut, Lt, pt, rwt, wwt, aux};
+    pool_run(c->threads, c->B, FN(step_cost)(c, 0), FN(access_forward_chunk), &job);
 }
 
 /* Cosine-similarity backward for H keys against memory rows: gdot (H, N) is d loss / d dot / denom
@@ -750,19 +1047,69 @@ static void FN(cosine_backward)(int N, int W, int H, const real *mem, const real
     }
 }
 
-void FN(access_backward)(const access_cfg *c, const real *vec, const real *M, const real *u, const real *L,
-                         const real *p, const real *rw, const real *ww, const real *rwt, const real *g_reads, const real *g_Mt,
-                         const real *g_ut, const real *g_Lt, const real *g_pt, const real *g_rwt,
-                         const real *g_wwt, real *g_vec, real *g_M, real *g_u, real *g_L, real *g_p, real *g_rw,
-                         real *g_ww, const real *aux, const real *Mt_in) {
+typedef struct {
+    const access_cfg *c;
+    const real *vec;
+    const real *M;
+    const real *u;
+    const real *L;
+    const real *p;
+    const real *rw;
+    const real *ww;
+    const real *rwt;
+    const real *g_reads;
+    const real *g_Mt;
+    const real *g_ut;
+    const real *g_Lt;
+    const real *g_pt;
+    const real *g_rwt;
+    const real *g_wwt;
+    real *g_vec;
+    real *g_M;
+    real *g_u;
+    real *g_L;
+    real *g_p;
+    real *g_rw;
+    real *g_ww;
+    const real *aux;
+    const real *Mt_in;
+} FN(access_backward_job);
+
+static void FN(access_backward_chunk)(const void *job, int s0, int s1) {
+    const FN(access_backward_job) *J = (const FN(access_backward_job) *)job;
+    const access_cfg *c = J->c;
+    const real *vec = J->vec;
+    const real *M = J->M;
+    const real *u = J->u;
+    const real *L = J->L;
+    const real *p = J->p;
+    const real *rw = J->rw;
+    const real *ww = J->ww;
+    const real *rwt = J->rwt;
+    const real *g_reads = J->g_reads;
+    const real *g_Mt = J->g_Mt;
+    const real *g_ut = J->g_ut;
+    const real *g_Lt = J->g_Lt;
+    const real *g_pt = J->g_pt;
+    const real *g_rwt = J->g_rwt;
+    const real *g_wwt = J->g_wwt;
+    real *g_vec = J->g_vec;
+    real *g_M = J->g_M;
+    real *g_u = J->g_u;
+    real *g_L = J->g_L;
+    real *g_p = J->g_p;
+    real *g_rw = J->g_rw;
+    real *g_ww = J->g_ww;
+    const real *aux = J->aux;
+    const real *Mt_in = J->Mt_in;
     const int N = c->N, W = c->W, R = c->R, V = c->V;
     const real eps = (real)c->eps, decay = (real)c->decay;
     const int nsig = W + (c->alloc ? R + 1 : 0) + 1;
-    char *mem = (char *)malloc(FN(work_size)(c, 1));
+    char *mem = FN(work_alloc)(c, 1);
     FN(work) k;
     FN(work_init)(&k, c, mem, 1);
     real *ut = k.gu; /* u_t is only needed inside the stage; g_u is filled later */
-    for (int s = 0; s < c->B; ++s) {
+    for (int s = s0; s < s1; ++s) {
         const real *v = vec + (size_t)s * V, *Ms = M + (size_t)s * N * W, *us = u + (size_t)s * N;
         const real *rws = rw + (size_t)s * R * N, *pww = ww + (size_t)s * N;
         const real *gR = g_reads + (size_t)s * R * W, *gMts = g_Mt ? g_Mt + (size_t)s * N * W : NULL;
@@ -951,10 +1298,35 @@ void FN(access_backward)(const access_cfg *c, const real *vec, const real *M, co
     free(mem);
 }
 
+void FN(access_backward)(const access_cfg *c, const real *vec, const real *M, const real *u, const real *L,
+                         const real *p, const real *rw, const real *ww, const real *rwt, const real *g_reads, const real *g_Mt,
+                         const real *g_ut, const real *g_Lt, const real *g_pt, const real *g_rwt,
+                         const real *g_wwt, real *g_vec, real *g_M, real *g_u, real *g_L, real *g_p, real *g_rw,
+                         real *g_ww, const real *aux, const real *Mt_in) {
+    const FN(access_backward_job) job = {c, vec, M, u, L, p, rw, ww, rwt, g_reads, g_Mt, g_ut, g_Lt, g_pt, g_rwt, g_wwt, g_vec, g_M, g_u, g_L, g_p, g_rw, g_ww, aux, Mt_in};
+    pool_run(c->threads, c->B, FN(step_cost)(c, 1), FN(access_backward_chunk), &job);
+}
+
 /* LSTM cell from pre-activation gates [i, f, g, o] (nn.LSTMCell's order), rows of the batch:
  * c = s(f) c_prev + s(i) tanh(g), h = s(o) tanh(c). gates (B, 4H), c_prev, h, c (B, H). */
-void FN(lstm_forward)(int B, int H, const real *gates, const real *c_prev, real *h, real *c) {
-    for (int s = 0; s < B; ++s) {
+typedef struct {
+    int B;
+    int H;
+    const real *gates;
+    const real *c_prev;
+    real *h;
+    real *c;
+    int threads;
+} FN(lstm_forward_job);
+
+static void FN(lstm_forward_chunk)(const void *job, int s0, int s1) {
+    const FN(lstm_forward_job) *J = (const FN(lstm_forward_job) *)job;
+    int H = J->H;
+    const real *gates = J->gates;
+    const real *c_prev = J->c_prev;
+    real *h = J->h;
+    real *c = J->c;
+    for (int s = s0; s < s1; ++s) {
         const real *g = gates + (size_t)s * 4 * H, *cp = c_prev + (size_t)s * H;
         real *hs = h + (size_t)s * H, *cs = c + (size_t)s * H;
 #pragma omp simd
@@ -967,10 +1339,36 @@ void FN(lstm_forward)(int B, int H, const real *gates, const real *c_prev, real 
     }
 }
 
+void FN(lstm_forward)(int B, int H, const real *gates, const real *c_prev, real *h, real *c, int threads) {
+    const FN(lstm_forward_job) job = {B, H, gates, c_prev, h, c, threads};
+    pool_run(threads, B, 40.0 * H, FN(lstm_forward_chunk), &job);
+}
+
 /* Backward of lstm_forward: d gates (B, 4H) and d c_prev (B, H) from dh, dc (B, H). */
-void FN(lstm_backward)(int B, int H, const real *gates, const real *c_prev, const real *c, const real *gh,
-                       const real *gc, real *g_gates, real *gc_prev) {
-    for (int s = 0; s < B; ++s) {
+typedef struct {
+    int B;
+    int H;
+    const real *gates;
+    const real *c_prev;
+    const real *c;
+    const real *gh;
+    const real *gc;
+    real *g_gates;
+    real *gc_prev;
+    int threads;
+} FN(lstm_backward_job);
+
+static void FN(lstm_backward_chunk)(const void *job, int s0, int s1) {
+    const FN(lstm_backward_job) *J = (const FN(lstm_backward_job) *)job;
+    int H = J->H;
+    const real *gates = J->gates;
+    const real *c_prev = J->c_prev;
+    const real *c = J->c;
+    const real *gh = J->gh;
+    const real *gc = J->gc;
+    real *g_gates = J->g_gates;
+    real *gc_prev = J->gc_prev;
+    for (int s = s0; s < s1; ++s) {
         const real *g = gates + (size_t)s * 4 * H, *cp = c_prev + (size_t)s * H, *cs = c + (size_t)s * H;
         const real *ghs = gh + (size_t)s * H, *gcs = gc + (size_t)s * H;
         real *gg_out = g_gates + (size_t)s * 4 * H, *gcp = gc_prev + (size_t)s * H;
@@ -989,13 +1387,33 @@ void FN(lstm_backward)(int B, int H, const real *gates, const real *c_prev, cons
     }
 }
 
+void FN(lstm_backward)(int B, int H, const real *gates, const real *c_prev, const real *c, const real *gh,
+                       const real *gc, real *g_gates, real *gc_prev, int threads) {
+    const FN(lstm_backward_job) job = {B, H, gates, c_prev, c, gh, gc, g_gates, gc_prev, threads};
+    pool_run(threads, B, 50.0 * H, FN(lstm_backward_chunk), &job);
+}
+
 /* M_t = M_{t-1} + w o (v - M_{t-1} o e) alone (the same arithmetic as the access step), to rebuild a
  * memory the sequence backward did not keep. vec (B, V), M (B, N, W), ww (B, N) -> out (B, N, W). */
-void FN(erase_write)(const access_cfg *c, const real *vec, const real *M, const real *ww, real *out) {
+typedef struct {
+    const access_cfg *c;
+    const real *vec;
+    const real *M;
+    const real *ww;
+    real *out;
+} FN(erase_write_job);
+
+static void FN(erase_write_chunk)(const void *job, int s0, int s1) {
+    const FN(erase_write_job) *J = (const FN(erase_write_job) *)job;
+    const access_cfg *c = J->c;
+    const real *vec = J->vec;
+    const real *M = J->M;
+    const real *ww = J->ww;
+    real *out = J->out;
     const int N = c->N, W = c->W, R = c->R, V = c->V;
     real e[4096];
     real *erase = W <= 4096 ? e : (real *)malloc(sizeof(real) * W);
-    for (int s = 0; s < c->B; ++s) {
+    for (int s = s0; s < s1; ++s) {
         const real *v = vec + (size_t)s * V, *wv = v + (R + 1) * W, *raw_e = v + (R + 2) * W + (R + 1);
         for (int j = 0; j < W; ++j) erase[j] = FN(sigmoid)(raw_e[j]);
         for (int n = 0; n < N; ++n) {
@@ -1007,6 +1425,11 @@ void FN(erase_write)(const access_cfg *c, const real *vec, const real *M, const 
         }
     }
     if (erase != e) free(erase);
+}
+
+void FN(erase_write)(const access_cfg *c, const real *vec, const real *M, const real *ww, real *out) {
+    const FN(erase_write_job) job = {c, vec, M, ww, out};
+    pool_run(c->threads, c->B, 3.0 * c->N * c->W, FN(erase_write_chunk), &job);
 }
 
 #endif

@@ -59,7 +59,8 @@ def _forward(config, x, w_ih, w_hh, b_gates, w_i, b_i, state, resets: dict[int, 
     gates = x.new_empty(steps, batch, 4 * hsize)
     vecs = x.new_empty(steps, batch, vsize)
     hbuf[0], cbuf[0], rbuf[0] = h, c, reads.reshape(batch, r * w)
-    cfg = native._config(config, batch, vsize)
+    threads = native.num_threads()
+    cfg = native._config(config, batch, vsize, threads)
     ptr = native._ptr
     # per-step views, made once (indexing in the loop costs a dispatch each)
     gx_s, gates_s, vecs_s = gx.unbind(0), gates.unbind(0), vecs.unbind(0)
@@ -78,7 +79,9 @@ def _forward(config, x, w_ih, w_hh, b_gates, w_i, b_i, state, resets: dict[int, 
                 link, prec = _masked(link, mask), _masked(prec, mask)
         torch.addmm(gx_s[t], r_in, w_r_t, out=gates_s[t])
         gates_s[t].addmm_(h_in, w_h_t)
-        kernels.lstm_forward(batch, hsize, ptr(gates_s[t]), ptr(c_in), ptr(h_s[t + 1]), ptr(c_s[t + 1]))
+        kernels.lstm_forward(
+            batch, hsize, ptr(gates_s[t]), ptr(c_in), ptr(h_s[t + 1]), ptr(c_s[t + 1]), threads
+        )
         torch.addmm(b_i, h_s[t + 1], w_i_t, out=vecs_s[t])
         new_memory, new_usage = torch.empty_like(memory), torch.empty_like(usage)
         new_link = torch.empty_like(link) if links else link
@@ -213,7 +216,8 @@ def _backward(config, resets, buffers, x, w_ih, w_hh, w_i, state, grads):
     g_r = g_r.reshape(batch, r * w)
     g_gates = x.new_empty(steps, batch, 4 * hsize)
     g_vecs = x.new_empty(steps, batch, vsize)
-    cfg = native._config(config, batch, vsize)
+    threads = native.num_threads()
+    cfg = native._config(config, batch, vsize, threads)
     ptr = native._ptr
     w_r, w_ih_x = w_ih[:, in_size:], w_ih[:, :in_size]
     g_gates_s, g_vecs_s, gates_s, vecs_s = (
@@ -276,6 +280,7 @@ def _backward(config, resets, buffers, x, w_ih, w_hh, w_i, state, grads):
             ptr(gc),
             ptr(g_gates_s[t]),
             ptr(gc_prev),
+            threads,
         )
         gc = gc_prev
         g_r = torch.mm(g_gates_s[t], w_r)
