@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import ctypes
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
 from typing import Any, NamedTuple
@@ -12,12 +13,13 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from envs import native
 from envs.schedules import SwitchSchedule, parse_schedule, task_sequences, uniforms_needed
 from envs.tasks import Task, TaskFn, resolve_tasks
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["EVAL_STREAM", "FEEDBACK_MODES", "NonStationaryRegression", "RegressionLayout"]
+__all__ = ["EVAL_STREAM", "FEEDBACK_MODES", "NonStationaryRegression", "RegressionLayout", "Stepper"]
 
 FEEDBACK_MODES = ("target", "reward", "none")
 #: spawn key of the evaluation random stream: with ``eval_mode=True`` a seed ``s`` seeds the generator
@@ -61,6 +63,11 @@ class RegressionLayout:
     def reward_factor(self) -> np.float32:
         """``-reward_scale / d``: the reward is this times the row's sum of squared errors."""
         return np.float32(-self.reward_scale / self.dim)
+
+    @cached_property
+    def native_tasks(self) -> tuple[np.ndarray, np.ndarray]:
+        """The tasks' codes for the native kernel (:func:`envs.native.task_kinds`): ``(kinds, params)``."""
+        return native.task_kinds(self.tasks)
 
 
 class EpisodePlans(NamedTuple):
@@ -124,14 +131,24 @@ def gaussians(words: np.ndarray, count: int) -> np.ndarray:
 
 
 def build_episodes(
-    layout: RegressionLayout, schedule: SwitchSchedule, words: np.ndarray, pools: Sequence[np.ndarray]
+    layout: RegressionLayout,
+    schedule: SwitchSchedule,
+    words: np.ndarray,
+    pools: Sequence[np.ndarray],
+    library: ctypes.CDLL | None = None,
+    buffers: native.BufferPool | None = None,
 ) -> EpisodePlans:
     """Episodes of ``B`` copies from their random words, all copies at once (inputs, noise, tasks, plans).
 
     :param words: shape ``(B, W)`` uint64, row ``b`` drawn by copy ``b``'s generator
         (:meth:`NonStationaryRegression.draw_words`).
     :param pools: each copy's task pool.
+    :param library: the native kernel (:func:`envs.native.load`): inputs, built-in targets and noise in one
+        C pass per copy (:func:`build_episodes_native`); None: the numpy path below.
+    :param buffers: with the kernel, recycle the episode arrays (see :class:`envs.native.BufferPool`).
     """
+    if library is not None:
+        return build_episodes_native(layout, schedule, words, pools, library, buffers)
     n_x, n_noise, _ = episode_words(layout, schedule)
     b, length, d = words.shape[0], layout.episode_length + 1, layout.dim
     xs = gaussians(words[:, :n_x], length * d).reshape(b, length, d)
@@ -146,6 +163,57 @@ def build_episodes(
     ys = episode_targets(layout, xs, tasks)
     # time-major copies: every step then reads contiguous (B, ·) slices
     return build_plans(layout, np.ascontiguousarray(xs.transpose(1, 0, 2)), ys, tasks.T, noise)
+
+
+def build_episodes_native(
+    layout: RegressionLayout,
+    schedule: SwitchSchedule,
+    words: np.ndarray,
+    pools: Sequence[np.ndarray],
+    library: ctypes.CDLL,
+    buffers: native.BufferPool | None = None,
+) -> EpisodePlans:
+    """:func:`build_episodes` with the native kernel (:mod:`envs.native`): Box–Muller inputs and noise and
+    the built-in targets in one pass per copy, straight into the time-major arrays; the targets of user
+    tasks (arbitrary numpy callables) are then computed here, one call per user task present."""
+    n_x, n_noise, _ = episode_words(layout, schedule)
+    length, d = layout.episode_length + 1, layout.dim
+    words = np.ascontiguousarray(words, dtype=np.uint64)
+    uniforms = (words[:, n_x + n_noise :] >> np.uint64(11)) * (1.0 / 2.0**53)
+    tasks = np.ascontiguousarray(task_sequences(schedule, uniforms, length, pools), dtype=np.int64)
+    kinds, params = layout.native_tasks
+    xs, ys, noisy, n_user = native.build_episodes(
+        library,
+        words,
+        n_x,
+        n_noise,
+        length,
+        d,
+        layout.feedback,
+        layout.feedback_noise,
+        tasks,
+        kinds,
+        params,
+        buffers,
+    )
+    tasks = np.ascontiguousarray(tasks.T)
+    if n_user:  # (t, b) rows of user tasks, one vectorised call per task
+        ts, bs = np.nonzero(kinds[tasks] == native.TASK_CUSTOM)
+        ids = tasks[ts, bs]
+        for k in np.unique(ids).tolist():
+            rows = (ts[ids == k], bs[ids == k])
+            ys[rows] = layout.tasks[k](xs[rows])
+            if noisy is not None and layout.feedback == "target":
+                noisy[rows] += ys[rows]  # the kernel wrote sigma * n there
+    switched = np.zeros(tasks.shape, dtype=bool)
+    np.not_equal(tasks[1:], tasks[:-1], out=switched[1:])
+    if layout.feedback == "target":
+        feedback = ys if noisy is None else noisy
+    elif layout.feedback == "reward":
+        feedback = noisy if noisy is not None else np.zeros(tasks.shape, np.float32)
+    else:
+        feedback = None
+    return EpisodePlans(xs, ys, feedback, tasks, switched)
 
 
 def revealed_mask(layout: RegressionLayout) -> np.ndarray:
@@ -278,6 +346,33 @@ def observe(
         off = d + layout.feedback_size
         obs[:, off:] = np.equal.outer(plans.tasks[t], np.arange(len(layout.tasks)))
     return obs
+
+
+#: ``stepper(t, actions (B, d)) -> (observations (B, D) of step t+1, rewards (B,) of step t)``
+Stepper = Callable[[int, np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+
+def make_stepper(
+    layout: RegressionLayout,
+    plans: EpisodePlans,
+    revealed: np.ndarray,
+    library: ctypes.CDLL | None,
+    buffers: native.BufferPool | None = None,
+) -> Stepper:
+    """The step function of one episode: the native fused step (:class:`envs.native.StepKernel`, on plans
+    built by the kernel) with the kernel, else :func:`score` then :func:`observe` (numpy). The single env
+    and the batched env use the same one, so they stay exactly equal.
+
+    :param buffers: with the kernel, where the episode's observation and reward blocks come from.
+    """
+    if library is not None:
+        return native.StepKernel(library, layout, plans, revealed, buffers)
+
+    def numpy_step(t: int, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        rewards = score(layout, actions, plans.ys[t])
+        return observe(layout, plans, t + 1, rewards, revealed), rewards
+
+    return numpy_step
 
 
 class NonStationaryRegression(gym.Env):
@@ -437,6 +532,7 @@ class NonStationaryRegression(gym.Env):
         )
         self.observation_space = spaces.Box(-np.inf, np.inf, (self.layout.obs_size,), np.float32)
         self._plan: EpisodePlans | None = None
+        self._stepper: Stepper | None = None
         self._t = 0
         self._revealed = revealed_mask(self.layout)
         self._n_words = sum(episode_words(self.layout, self.schedule))
@@ -531,7 +627,11 @@ class NonStationaryRegression(gym.Env):
     ) -> tuple[np.ndarray, dict]:
         """Start an episode; ``options`` is unused. Returns ``(obs (D,), {"task_id": k_0})``."""
         self.seed_stream(seed)
-        self._plan = build_episodes(self.layout, self.schedule, self.draw_words()[None], [self._pool])
+        library = native.load()
+        self._plan = build_episodes(
+            self.layout, self.schedule, self.draw_words()[None], [self._pool], library
+        )
+        self._stepper = make_stepper(self.layout, self._plan, self._revealed, library)
         self._t = 0
         obs = observe(self.layout, self._plan, 0, None, self._revealed)
         return obs[0], {"task_id": int(self._plan.tasks[0, 0])}
@@ -544,9 +644,8 @@ class NonStationaryRegression(gym.Env):
         if t >= self.layout.episode_length:
             raise RuntimeError("the episode was truncated; call reset() before stepping again")
         y = plan.ys[t]
-        rewards = score(self.layout, np.reshape(action, (1, self.layout.dim)), y)
+        obs, rewards = self._stepper(t, np.reshape(action, (1, self.layout.dim)))
         self._t = t = t + 1
-        obs = observe(self.layout, plan, t, rewards, self._revealed)
         info = {
             "task_id": int(plan.tasks[t - 1, 0]),
             "switched": bool(plan.switched[t - 1, 0]),

@@ -90,6 +90,7 @@ def tanh_shift(k: float) -> TaskFn:
         return np.tanh(y, out=y)
 
     fn.__name__ = f"tanh_shift_{k:g}"
+    fn.tanh_shift_k = k  # type: ignore[attr-defined]  # lets the native episode kernel recognise it
     return fn
 
 

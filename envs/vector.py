@@ -26,14 +26,16 @@ import numpy as np
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecMonitor
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices, VecEnvObs, VecEnvStepReturn
 
+from envs import native
 from envs.regression import (
     EpisodePlans,
     NonStationaryRegression,
+    Stepper,
     build_episodes,
     episode_words,
+    make_stepper,
     observe,
     revealed_mask,
-    score,
 )
 
 __all__ = ["INFO_KEYS", "RegressionVecEnv", "make_vec_env"]
@@ -76,6 +78,8 @@ class RegressionVecEnv(VecEnv):
         first = self.envs[0]
         self._t = -1  # -1: not reset yet
         self._plans: EpisodePlans | None = None
+        self._stepper: Stepper | None = None
+        self._buffers = native.BufferPool()  # the episode arrays, recycled when no one holds them
         super().__init__(int(num_envs), first.observation_space, first.action_space)
         self.layout = first.layout
         self.schedule = first.schedule
@@ -102,7 +106,11 @@ class RegressionVecEnv(VecEnv):
                 env.seed_stream(seed)
             words[i] = env.draw_words()
         pools = [env._pool for env in self.envs]
-        self._plans = build_episodes(self.layout, self.schedule, words, pools)
+        library = native.load()
+        self._plans = None  # its arrays may be recycled now, unless a caller still holds them
+        self._stepper = None
+        self._plans = build_episodes(self.layout, self.schedule, words, pools, library, self._buffers)
+        self._stepper = make_stepper(self.layout, self._plans, self._revealed, library, self._buffers)
         self._t = 0
         if "task_id" in self.info_keys:
             self.reset_infos = [{"task_id": k} for k in self._plans.tasks[0].tolist()]
@@ -121,20 +129,19 @@ class RegressionVecEnv(VecEnv):
         self._actions = actions
 
     def step_wait(self) -> VecEnvStepReturn:
-        """Score all predictions ``(n, d)`` at once (:func:`envs.regression.score`); autoreset at the end."""
-        if self._t < 0:
+        """Score all predictions ``(n, d)`` at once and observe the next step (the episode's stepper:
+        :func:`envs.regression.make_stepper`); autoreset at the end."""
+        t = self._t
+        if t < 0:
             raise RuntimeError("call reset() before step()")
-        layout, plans, t = self.layout, self._plans, self._t
-        y = plans.ys[t]
+        layout, plans = self.layout, self._plans
         actions = self._actions
         if np.shape(actions) != (self.num_envs, layout.dim):
             actions = np.reshape(actions, (self.num_envs, layout.dim))
-        rewards = score(layout, actions, y)
-        t += 1
-        obs = observe(layout, plans, t, rewards, self._revealed)
-        truncated = t >= layout.episode_length
-        infos = self._infos(plans, t - 1, y, truncated)
-        self._t = t
+        obs, rewards = self._stepper(t, actions)
+        truncated = t + 1 >= layout.episode_length
+        infos = self._infos(plans, t, plans.ys[t], truncated)
+        self._t = t = t + 1
         if truncated:
             for i, info in enumerate(infos):
                 info["terminal_observation"] = obs[i]

@@ -8,8 +8,8 @@ kernel): find a C compiler, compile one source into a per-user cache, load it.
   platform and the CPU's feature flags (``-march=native`` code is only reused on the same kind of CPU).
 - **Atomic**: the compiler writes a temporary file in the cache directory that is then renamed
   (``os.replace``) onto the final name, so concurrent processes never load a half-written library.
-- **Portable retry**: if the build or the load fails with ``-march=...`` among the flags, it is retried
-  once without them (e.g. a compiler that does not know the host CPU).
+- **Portable retry**: if the build or the load fails with machine-specific flags (``-march=native``,
+  any ``-m…``), it is retried once without them (e.g. a compiler that does not know the host CPU).
 - **Fallback**: ``MEMAGENT_NATIVE=0`` (also ``false``/``no``/``off``) disables every native kernel;
   without a compiler, or when both builds fail, a warning is logged and :func:`build_library` returns
   ``None`` so the caller uses its Python path.
@@ -89,8 +89,9 @@ def find_compiler() -> str | None:
 
 
 def portable_flags(flags: Sequence[str]) -> list[str]:
-    """``flags`` without the CPU-specific ones (``-march=…``, ``-mtune=…``, ``-mcpu=…``)."""
-    return [f for f in flags if not f.startswith(("-march", "-mtune", "-mcpu"))]
+    """``flags`` without the machine-specific ones: every ``-m…`` option (``-march=native``,
+    ``-mtune=…``, ``-mprefer-vector-width=…``, which a compiler for another architecture rejects)."""
+    return [f for f in flags if not f.startswith("-m")]
 
 
 def _key(compiler: str, sources: Sequence[bytes], flags: Sequence[str]) -> str:
@@ -160,7 +161,7 @@ def build_library(
     """The compiled and loaded library of ``source``, or None (native code disabled or unavailable).
 
     Builds at the first call of a process (see :func:`compile_library`), retries once with
-    :func:`portable_flags` when the flags hold ``-march=…`` and the first build or load fails, and
+    :func:`portable_flags` when the flags hold ``-m…`` options and the first build or load fails, and
     memoises the result (also a None) per ``(source, flags, depends, libs)`` for the process, so a
     failure is logged once. Returns None without building while ``MEMAGENT_NATIVE=0``.
 

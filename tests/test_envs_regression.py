@@ -21,6 +21,14 @@ from envs.tasks import (
     unregister_task,
 )
 
+
+@pytest.fixture(autouse=True, params=["native", "numpy"])
+def episode_path(request, monkeypatch):
+    """Every test runs on the native episode kernel (when it builds) and on the numpy path."""
+    monkeypatch.setenv("MEMAGENT_NATIVE", "1" if request.param == "native" else "0")
+    return request.param
+
+
 D = 64
 
 

@@ -9,6 +9,14 @@ import envs  # noqa: F401  (registers the ids)
 from envs.regression import NonStationaryRegression
 from envs.vector import INFO_KEYS, RegressionVecEnv, make_vec_env
 
+
+@pytest.fixture(autouse=True, params=["native", "numpy"])
+def episode_path(request, monkeypatch):
+    """Every test runs on the native episode kernel (when it builds) and on the numpy path."""
+    monkeypatch.setenv("MEMAGENT_NATIVE", "1" if request.param == "native" else "0")
+    return request.param
+
+
 CONFIGS = [
     {"dim": 6, "episode_length": 9, "period": 4},
     {

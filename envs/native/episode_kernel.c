@@ -1,0 +1,313 @@
+/* Native episode kernel of envs.regression.NonStationaryRegression (see envs/native/__init__.py).
+ *
+ * ek_build_episodes: for every copy b of a batch, one pass that turns the copy's random words into
+ *   - inputs x (Box-Muller, exactly the formula of envs.regression.gaussians), written straight into the
+ *     copy's contiguous (L, d) block of the copy-major (B, L, d) array (the caller views it time-major),
+ *   - the targets of the built-in task families (sin_mean, half_cos_mean, tanh_shift(k)) per (t, b) row
+ *     according to the task sequence (rows of other tasks are left to the caller),
+ *   - the feedback noise (target feedback: y + sigma n, or sigma n on the caller's rows; reward feedback:
+ *     sigma n, (B, L)).
+ * ek_step: the fused per-step scoring (clip, squared error, reward) and observation assembly, written
+ * into the episode's observation and reward blocks.
+ *
+ * Built with -O3 -march=native -ffp-contract=off (no fused multiply-add, no re-association), so every
+ * element is the same IEEE float32 expression in vector and scalar code, whatever the batch size and
+ * whatever the CPU: a copy's episode does not depend on the other copies of its batch.
+ *
+ * The transcendental functions are small float32 polynomials (Cephes-style, ~1-2 ulp) that the compiler
+ * vectorises; the per-row sin/cos of the mean use libm in double precision (one call per row).
+ */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define TASK_SIN_MEAN 0
+#define TASK_HALF_COS_MEAN 1
+#define TASK_TANH_SHIFT 2 /* param: the shift k */
+/* any other kind (-1): a user task, computed by the caller */
+
+#define FEEDBACK_NONE 0
+#define FEEDBACK_TARGET 1
+#define FEEDBACK_REWARD 2
+
+/* ln x for x > 0 normal (Cephes logf: x = m 2^e, m in [sqrt(1/2), sqrt(2)), degree-9 polynomial) */
+static inline float log_f(float x) {
+    union {
+        float f;
+        int32_t i;
+    } u = {x};
+    int32_t e = ((u.i >> 23) & 0xff) - 126; /* x = m 2^e, m in [0.5, 1) */
+    u.i = (u.i & 0x007fffff) | 0x3f000000;
+    float m = u.f;
+    const int32_t low = m < 0.707106781186547524f;
+    e -= low;
+    m = low ? m + m - 1.0f : m - 1.0f;
+    const float z = m * m;
+    float y = 7.0376836292E-2f;
+    y = y * m - 1.1514610310E-1f;
+    y = y * m + 1.1676998740E-1f;
+    y = y * m - 1.2420140846E-1f;
+    y = y * m + 1.4249322787E-1f;
+    y = y * m - 1.6668057665E-1f;
+    y = y * m + 2.0000714765E-1f;
+    y = y * m - 2.4999993993E-1f;
+    y = y * m + 3.3333331174E-1f;
+    y = y * m * z;
+    const float fe = (float)e;
+    y += -2.12194440e-4f * fe;
+    y += -0.5f * z;
+    float r = m + y;
+    r += 0.693359375f * fe;
+    return r;
+}
+
+/* cos(2 pi v) and sin(2 pi v) for v in [0, 1]: exact reduction to a = 2 pi (v - q/4), |a| <= pi/4 */
+static inline void cos_sin_turn(float v, float *c_out, float *s_out) {
+    const int32_t q = (int32_t)(4.0f * v + 0.5f);
+    const float a = (v - 0.25f * (float)q) * 6.28318530717958648f;
+    const float z = a * a;
+    float s = -1.9515295891E-4f;
+    s = s * z + 8.3321608736E-3f;
+    s = s * z - 1.6666654611E-1f;
+    s = s * z * a + a;
+    float c = 2.443315711809948E-5f;
+    c = c * z - 1.388731625493765E-3f;
+    c = c * z + 4.166664568298827E-2f;
+    c = c * z * z - 0.5f * z + 1.0f;
+    const int32_t odd = q & 1;
+    const float cc = odd ? s : c, ss = odd ? c : s;
+    *c_out = ((q + 1) & 2) ? -cc : cc; /* quadrants 1, 2 */
+    *s_out = (q & 2) ? -ss : ss;       /* quadrants 2, 3 */
+}
+
+/* exp x (Cephes expf, ~1 ulp), argument clamped to [-87, 88] */
+static inline float exp_f(float x) {
+    x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
+    const float n = __builtin_floorf(x * 1.44269504088896341f + 0.5f);
+    float r = x - n * 0.693359375f;
+    r = r + n * 2.12194440e-4f;
+    const float r2 = r * r;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r2 + r + 1.0f;
+    union {
+        int32_t i;
+        float f;
+    } scale;
+    scale.i = ((int32_t)n + 127) << 23;
+    return p * scale.f;
+}
+
+/* tanh x (Cephes tanhf: odd polynomial below 0.625, 1 - 2 / (e^{2|x|} + 1) above) */
+static inline float tanh_f(float x) {
+    const float ax = x < 0 ? -x : x;
+    const float z = x * x;
+    float p = -5.70498872745E-3f;
+    p = p * z + 2.06390887954E-2f;
+    p = p * z - 5.37397155531E-2f;
+    p = p * z + 1.33314422036E-1f;
+    p = p * z - 3.33332819422E-1f;
+    const float small = p * z * x + x;
+    float big = 1.0f - 2.0f / (exp_f(ax + ax) + 1.0f);
+    big = x < 0 ? -big : big;
+    return ax < 0.625f ? small : big;
+}
+
+/* Box-Muller of one copy: 32-bit halves h of n_words words; for i < W = n_words
+ *   u1 = (float(h[i]) + 0.5) 2^-32, u2 = float(h[W + i]) 2^-32 (float32, as numpy computes them),
+ *   z[i] = sqrt(-2 ln u1) cos(2 pi u2), z[W + i] = sqrt(-2 ln u1) sin(2 pi u2). */
+static void gaussians_row(const uint32_t *restrict h, int64_t n_words, float *restrict z) {
+    const float scale = 2.3283064365386963e-10f; /* 2^-32 */
+    const uint32_t *restrict h2 = h + n_words;
+    float *restrict z2 = z + n_words;
+    for (int64_t i = 0; i < n_words; ++i) {
+        float u1 = (float)h[i] + 0.5f;
+        u1 *= scale;
+        float r = log_f(u1);
+        r *= -2.0f;
+        r = sqrtf(r);
+        float c, s;
+        cos_sin_turn((float)h2[i] * scale, &c, &s);
+        z[i] = r * c;
+        z2[i] = r * s;
+    }
+}
+
+/* mean of a row in double precision, eight fixed accumulation chains (the same order for every row) */
+static double row_mean(const float *restrict x, int d) {
+    double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    int j = 0;
+    for (; j + 8 <= d; j += 8)
+        for (int k = 0; k < 8; ++k) acc[k] += (double)x[j + k];
+    for (int k = 0; j < d; ++j, ++k) acc[k] += (double)x[j];
+    const double s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+    return s / d;
+}
+
+/* targets of one row; returns 0 for a user task (row untouched) */
+static int target_row(int kind, float param, const float *restrict x, float *restrict y, int d) {
+    if (kind == TASK_SIN_MEAN || kind == TASK_HALF_COS_MEAN) {
+        const double m = row_mean(x, d);
+        const float v = kind == TASK_SIN_MEAN ? (float)sin(m) : (float)(0.5 * cos(m));
+        for (int j = 0; j < d; ++j) y[j] = v;
+        return 1;
+    }
+    if (kind == TASK_TANH_SHIFT) {
+        for (int j = 0; j < d; ++j) {
+            float a = 0.5f * x[j];
+            a += param;
+            y[j] = tanh_f(a);
+        }
+        return 1;
+    }
+    return 0;
+}
+
+/* Standard normal float32 samples: out (B, count) from words (B, n_words) (row stride in words),
+ * count <= 2 n_words. The same values as envs.regression.gaussians up to the last bits. */
+int ek_gaussians(int B, const uint64_t *words, int64_t stride, int64_t n_words, float *out, int64_t count) {
+    float *z = malloc(sizeof(float) * 2 * (size_t)(n_words > 0 ? n_words : 1));
+    if (!z) return -1;
+    for (int b = 0; b < B; ++b) {
+        gaussians_row((const uint32_t *)(words + b * stride), n_words, z);
+        memcpy(out + b * count, z, sizeof(float) * (size_t)count);
+    }
+    free(z);
+    return 0;
+}
+
+/* Whole episodes of B copies (L = episode length + 1 rows, dimension d), copy-major outputs.
+ *   words (B, stride) uint64: copy b's words; [0, n_x) inputs, [n_x, n_x + n_noise) feedback noise
+ *   tasks (B, L) int64 task ids; kinds/params per task id (TASK_*; other kinds: a user task)
+ *   xs, ys (B, L, d) float32 outputs; ys rows of user tasks are not written
+ *   feedback: FEEDBACK_TARGET with noise: (B, L, d), y + sigma n (sigma n on user-task rows);
+ *             FEEDBACK_REWARD with noise: (B, L), sigma n; otherwise unused (may be NULL).
+ * Returns the number of user-task rows, or -1 if out of memory. */
+int64_t ek_build_episodes(int B, int L, int d, const uint64_t *words, int64_t stride, int64_t n_x,
+                          int64_t n_noise, int feedback_mode, float sigma, const int64_t *tasks,
+                          const int32_t *kinds, const float *params, float *xs, float *ys, float *feedback) {
+    const int64_t block = (int64_t)L * d;
+    const int64_t most = n_x > n_noise ? n_x : n_noise;
+    float *z = malloc(sizeof(float) * 2 * (size_t)(most > 0 ? most : 1));
+    unsigned char *user = malloc((size_t)L);
+    if (!z || !user) {
+        free(z);
+        free(user);
+        return -1;
+    }
+    int64_t n_user = 0;
+    for (int b = 0; b < B; ++b) {
+        const uint64_t *w = words + b * stride;
+        const int64_t *task = tasks + (int64_t)b * L;
+        float *x = xs + b * block, *y = ys + b * block;
+        if (2 * n_x == block) {
+            gaussians_row((const uint32_t *)w, n_x, x); /* straight into the copy's block */
+        } else {
+            gaussians_row((const uint32_t *)w, n_x, z);
+            memcpy(x, z, sizeof(float) * (size_t)block);
+        }
+        for (int t = 0; t < L; ++t) {
+            const int64_t k = task[t];
+            user[t] = !target_row(kinds[k], params[k], x + (int64_t)t * d, y + (int64_t)t * d, d);
+            n_user += user[t];
+        }
+        if (n_noise > 0 && feedback_mode == FEEDBACK_TARGET) {
+            float *restrict f = feedback + b * block;
+            gaussians_row((const uint32_t *)(w + n_x), n_noise, z);
+            for (int t = 0; t < L; ++t) {
+                const float *n = z + (int64_t)t * d, *yt = y + (int64_t)t * d;
+                float *restrict ft = f + (int64_t)t * d;
+                if (user[t]) {
+                    for (int j = 0; j < d; ++j) ft[j] = n[j] * sigma;
+                } else {
+                    for (int j = 0; j < d; ++j) {
+                        const float e = n[j] * sigma;
+                        ft[j] = yt[j] + e;
+                    }
+                }
+            }
+        } else if (n_noise > 0 && feedback_mode == FEEDBACK_REWARD) {
+            gaussians_row((const uint32_t *)(w + n_x), n_noise, z);
+            for (int t = 0; t < L; ++t) feedback[(int64_t)b * L + t] = z[t] * sigma;
+        }
+    }
+    free(z);
+    free(user);
+    return n_user;
+}
+
+/* The fixed arguments of an episode's steps (envs/native/__init__.py: _StepConfig). Strides are in
+ * elements: element (t, b, j) of xs is xs[t * xs_t + b * xs_b + j], likewise ys and a target feedback;
+ * a reward feedback's (t, b) is feedback[t * fb_t + b * fb_b]. */
+typedef struct {
+    int B, d, D, feedback_mode, n_oracle;
+    float bound, factor;
+    const float *actions;                   /* (B, d) */
+    const float *xs, *ys, *feedback;        /* feedback: NULL for none */
+    int64_t xs_t, xs_b, ys_t, ys_b, fb_t, fb_b;
+    const int64_t *tasks;                   /* (L, B) */
+    const uint8_t *revealed;                /* (L,): whether observation t carries feedback */
+    float *obs;                             /* (L, B, D): observation t at obs + t B D */
+    float *rewards;                         /* (L, B): the rewards of step t at rewards + t B */
+} StepConfig;
+
+/* Step t of B copies: rewards r_b = factor sum_j (clip(a_bj, -bound, bound) - y_t,bj)^2 (eight fixed
+ * float32 accumulation chains), and observation t + 1 = [x_{t+1}, feedback about step t, one-hot(k_{t+1})]
+ * (see envs.regression.observe). Exported names carry the ek_ prefix, internal ones are static: no
+ * symbol interposition. */
+void ek_step(const StepConfig *c, int t) {
+    const int B = c->B, d = c->d, D = c->D;
+    const int revealed = c->revealed[t + 1];
+    float *obs = c->obs + (int64_t)(t + 1) * B * D, *rewards = c->rewards + (int64_t)t * B;
+    for (int b = 0; b < B; ++b) {
+        const float *a = c->actions + (int64_t)b * d, *y = c->ys + t * c->ys_t + b * c->ys_b;
+        const float bound = c->bound;
+        float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+        int j = 0;
+        for (; j + 8 <= d; j += 8)
+            for (int k = 0; k < 8; ++k) {
+                float v = a[j + k];
+                v = v < -bound ? -bound : (v > bound ? bound : v);
+                const float e = v - y[j + k];
+                acc[k] += e * e;
+            }
+        for (int k = 0; j < d; ++j, ++k) {
+            float v = a[j];
+            v = v < -bound ? -bound : (v > bound ? bound : v);
+            const float e = v - y[j];
+            acc[k] += e * e;
+        }
+        float r = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+        r *= c->factor;
+        rewards[b] = r;
+        float *o = obs + (int64_t)b * D;
+        memcpy(o, c->xs + (t + 1) * c->xs_t + b * c->xs_b, sizeof(float) * (size_t)d);
+        int off = d;
+        if (c->feedback_mode == FEEDBACK_TARGET) {
+            if (revealed) {
+                memcpy(o + d, c->feedback + t * c->fb_t + b * c->fb_b, sizeof(float) * (size_t)d);
+                o[2 * d] = 1.0f;
+            } else {
+                memset(o + d, 0, sizeof(float) * (size_t)(d + 1));
+            }
+            off = 2 * d + 1;
+        } else if (c->feedback_mode == FEEDBACK_REWARD) {
+            if (revealed) {
+                o[d] = r + c->feedback[(t + 1) * c->fb_t + b * c->fb_b];
+                o[d + 1] = 1.0f;
+            } else {
+                o[d] = o[d + 1] = 0.0f;
+            }
+            off = d + 2;
+        }
+        if (c->n_oracle > 0) {
+            memset(o + off, 0, sizeof(float) * (size_t)c->n_oracle);
+            o[off + c->tasks[(int64_t)(t + 1) * B + b]] = 1.0f;
+        }
+    }
+}

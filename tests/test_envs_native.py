@@ -1,0 +1,189 @@
+"""The native episode kernel (envs.native): accuracy against float64, statistics, agreement with the numpy
+path, user tasks next to built-in ones, buffer recycling that never changes what a caller holds."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from envs import native
+from envs.regression import NonStationaryRegression, gaussians
+from envs.tasks import get_task
+from envs.vector import RegressionVecEnv
+
+if native.load() is None:  # pragma: no cover - only without a C compiler
+    pytest.skip("the native episode kernel is unavailable (no C compiler)", allow_module_level=True)
+
+#: max |native - float64 reference| of the Gaussians (|z| <= 6.8) and of the targets (|y| <= 1)
+GAUSS_ATOL, TARGET_ATOL = 1e-6, 2e-7
+#: max |native - numpy path|: numpy rounds the angle 2*pi*u to float32 before its cos/sin (<= ~4e-7 rad)
+PATH_ATOL = 4e-6
+
+
+def random_words(n: int, seed: int = 0) -> np.ndarray:
+    words = np.random.default_rng(seed).integers(0, 2**64, size=(1, n), dtype=np.uint64)
+    edges = np.array([0, 2**64 - 1, 2**32 - 1, 2**32, 1 << 63, 0x80000000FFFFFFFF], dtype=np.uint64)
+    words[0, : len(edges)] = edges  # extreme halves: u1 at 2^-33 and at 1, u2 at 0 and near 1
+    return words
+
+
+def reference_gaussians(words: np.ndarray) -> np.ndarray:
+    """float64 Box-Muller on the same float32 uniforms as the kernel (its only roundings are the
+    uniforms'); the kernel's error is then that of its float32 log, sqrt, cos and sin."""
+    halves = words.view(np.uint32)
+    w = words.shape[1]
+    u1 = (halves[:, :w].astype(np.float32) + np.float32(0.5)) * np.float32(2.0**-32)
+    u2 = halves[:, w:].astype(np.float32) * np.float32(2.0**-32)
+    radius = np.sqrt(-2.0 * np.log(u1.astype(np.float64)))
+    angle = 2.0 * np.pi * u2.astype(np.float64)
+    return np.concatenate([radius * np.cos(angle), radius * np.sin(angle)], axis=1)
+
+
+def test_gaussians_match_float64_and_the_numpy_path():
+    words = random_words(50_000)
+    z = native.gaussians(words, 100_000)
+    ref = reference_gaussians(words)
+    assert z.dtype == np.float32 and z.shape == (1, 100_000)
+    err = np.abs(z - ref)
+    assert err.max() <= GAUSS_ATOL
+    assert (err / np.maximum(np.abs(ref), 1.0)).max() <= 5e-7  # a few float32 ulps
+    assert np.abs(z - gaussians(words, 100_000)).max() <= PATH_ATOL
+    # hand-checked word (see test_envs_regression): u1 ~ 0.5, u2 = 0.25 -> (0, sqrt(2 ln 2))
+    word = np.array([[(1 << 30) << 32 | (1 << 31)]], dtype=np.uint64)
+    np.testing.assert_allclose(native.gaussians(word, 2)[0], [0.0, np.sqrt(2 * np.log(2))], atol=1e-6)
+    assert native.gaussians(words[:, :3], 5).shape == (1, 5)  # an odd count
+    with pytest.raises(ValueError, match="count"):
+        native.gaussians(words[:, :3], 7)
+
+
+def test_gaussians_are_standard_normal():
+    z = native.gaussians(random_words(100_000, seed=1), 200_000).ravel().astype(np.float64)
+    assert abs(z.mean()) < 4 * np.sqrt(1 / z.size)  # 4 standard errors
+    assert abs(z.var() - 1.0) < 4 * np.sqrt(2 / z.size)
+    assert stats.kstest(z, "norm").pvalue > 0.01
+    assert stats.kstest(z[::2], "norm").pvalue > 0.01 and stats.kstest(z[1::2], "norm").pvalue > 0.01
+    # cos and sin halves are uncorrelated
+    half = z.size // 2
+    assert abs(np.corrcoef(z[:half], z[half:])[0, 1]) < 4 / np.sqrt(half)
+
+
+@pytest.mark.parametrize(
+    "task", ["sin_mean", "half_cos_mean", "tanh_shift_2", "tanh_shift_-1.5", "tanh_shift_0"]
+)
+def test_builtin_targets_match_float64(task):
+    env = NonStationaryRegression(dim=64, tasks=[task], schedule="none", episode_length=300)
+    env.reset(seed=3)
+    xs, ys = env._plan.xs[:, 0].astype(np.float64), env._plan.ys[:, 0]
+    fn = get_task(task).fn
+    ref = fn(xs)  # the task formula in float64 on the kernel's float32 inputs
+    assert np.abs(ys - ref).max() <= TARGET_ATOL
+
+
+def rollout(kwargs, seed, n_steps, native_on, monkeypatch):
+    monkeypatch.setenv("MEMAGENT_NATIVE", "1" if native_on else "0")
+    env = NonStationaryRegression(**kwargs)
+    rng = np.random.default_rng(0)
+    obs, info = env.reset(seed=seed)
+    out = [(obs, 0.0, info["task_id"], False, None)]
+    for _ in range(n_steps):
+        obs, r, _, trunc, info = env.step(rng.uniform(-1.2, 1.2, env.action_space.shape).astype(np.float32))
+        out.append((obs, r, info["task_id"], info["switched"], info["target"]))
+        if trunc:
+            obs, _ = env.reset()
+    return out
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"dim": 64, "episode_length": 40, "period": 7},
+        {"dim": 5, "episode_length": 30, "feedback": "reward", "feedback_noise": 0.5, "schedule": "hazard"},
+        {"dim": 7, "episode_length": 25, "feedback_noise": 2.0, "oracle": True, "reveal_every": 3},
+        {"dim": 3, "episode_length": 20, "feedback": "none", "tasks": ["tanh_shift_2", "half_cos_mean"]},
+    ],
+)
+def test_native_path_agrees_with_numpy_path(kwargs, monkeypatch):
+    """Same seeds: the same task sequences exactly; inputs, targets, rewards within float32 rounding."""
+    a = rollout(kwargs, 11, 2 * kwargs["episode_length"] + 5, True, monkeypatch)
+    b = rollout(kwargs, 11, 2 * kwargs["episode_length"] + 5, False, monkeypatch)
+    for (oa, ra, ka, sa, ya), (ob, rb, kb, sb, yb) in zip(a, b):
+        assert ka == kb and sa == sb
+        np.testing.assert_allclose(oa, ob, rtol=0, atol=PATH_ATOL * (1 + kwargs.get("feedback_noise", 0)))
+        assert ra == pytest.approx(rb, rel=1e-5, abs=1e-6)
+        if ya is not None:
+            np.testing.assert_allclose(ya, yb, rtol=0, atol=PATH_ATOL)
+
+
+def test_user_tasks_next_to_builtin_ones_on_the_native_path(monkeypatch):
+    """Rows of user tasks are computed by their numpy callables, the noise added to them too."""
+    tasks = ["sin_mean", ("neg", lambda x: -x), "tanh_shift_3", ("sq", lambda x: x * x)]
+    kwargs = {"dim": 6, "tasks": tasks, "episode_length": 60, "period": 4, "feedback_noise": 0.1}
+    monkeypatch.setenv("MEMAGENT_NATIVE", "1")
+    venv = RegressionVecEnv(8, kwargs, seed=5)
+    venv.reset()
+    plans = venv._plans
+    assert {1, 3} <= set(np.unique(plans.tasks).tolist())
+    fns = [lambda x: np.sin(x.mean(-1, keepdims=True)) + 0 * x, lambda x: -x, lambda x: np.tanh(0.5 * x + 3)]
+    fns.append(lambda x: x * x)
+    for t in range(plans.tasks.shape[0]):
+        for b in range(8):
+            k = plans.tasks[t, b]
+            np.testing.assert_allclose(plans.ys[t, b], fns[k](plans.xs[t, b].astype(np.float64)), atol=1e-6)
+    noise = plans.feedback - plans.ys
+    assert abs(noise.std() - 0.1) < 0.01 and abs(noise.mean()) < 0.01
+    user = np.isin(plans.tasks, [1, 3])
+    assert abs(noise[user].std() - 0.1) < 0.01  # user rows carry the noise as well
+    # and the numpy path agrees
+    rows_native = [s for s in rollout(kwargs, 2, 70, True, monkeypatch)]
+    rows_numpy = [s for s in rollout(kwargs, 2, 70, False, monkeypatch)]
+    for (oa, ra, ka, _, _), (ob, rb, kb, _, _) in zip(rows_native, rows_numpy):
+        assert ka == kb and ra == pytest.approx(rb, rel=1e-5, abs=1e-6)
+        np.testing.assert_allclose(oa, ob, atol=1e-5)
+
+
+def test_recycled_buffers_never_change_what_a_caller_holds(monkeypatch):
+    monkeypatch.setenv("MEMAGENT_NATIVE", "1")
+    kwargs = {"dim": 4, "episode_length": 3, "period": 2}
+    venv = RegressionVecEnv(3, kwargs, seed=0)
+    first = venv.reset()
+    kept = []  # (array a caller holds, its value when returned)
+    obs, rewards, _, infos = venv.step(np.zeros((3, 4), np.float32))
+    kept += [(first, first.copy()), (obs, obs.copy()), (rewards, rewards.copy())]
+    kept += [(infos[0]["target"], infos[0]["target"].copy())]
+    for _ in range(20):  # many episodes: the pool recycles whatever is not held
+        obs, rewards, done, infos = venv.step(np.full((3, 4), 0.3, np.float32))
+        if done.all():
+            kept += [(infos[1]["terminal_observation"], infos[1]["terminal_observation"].copy())]
+    for array, value in kept:
+        np.testing.assert_array_equal(array, value)
+    pool = native.BufferPool(per_shape=2)
+    a = pool.get((2, 3))
+    view = a[0]
+    del a
+    b = pool.get((2, 3))
+    assert not np.shares_memory(b, view)  # a view keeps its buffer out of the pool
+    del view, b
+    assert len({id(pool.get((2, 3))) for _ in range(3)}) == 1  # a free buffer is handed out again
+
+
+def test_task_kinds_recognise_builtin_tasks_only():
+    tasks = [get_task(n) for n in ("sin_mean", "half_cos_mean", "tanh_shift_2.5")]
+    from envs.tasks import Task
+
+    kinds, params = native.task_kinds([*tasks, Task("mine", lambda x: x)])
+    assert kinds.tolist() == [native.TASK_SIN_MEAN, native.TASK_HALF_COS_MEAN, native.TASK_TANH_SHIFT, -1]
+    assert params[2] == np.float32(2.5)
+
+
+def test_disabled_kernel_means_numpy_path(monkeypatch):
+    monkeypatch.setenv("MEMAGENT_NATIVE", "0")
+    assert native.load() is None
+    with pytest.raises(RuntimeError, match="unavailable"):
+        native.gaussians(random_words(8), 8)
+    venv = RegressionVecEnv(2, {"dim": 3, "episode_length": 4}, seed=0)
+    venv.reset()
+    assert venv._plans.xs.flags.c_contiguous  # the numpy path's time-major arrays
+    monkeypatch.setenv("MEMAGENT_NATIVE", "1")
+    venv.reset()
+    assert not venv._plans.xs.flags.c_contiguous  # time-major views of the kernel's copy-major arrays
