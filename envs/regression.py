@@ -357,16 +357,16 @@ def make_stepper(
     plans: EpisodePlans,
     revealed: np.ndarray,
     library: ctypes.CDLL | None,
-    buffers: native.BufferPool | None = None,
+    ring: native.OutputRing | None = None,
 ) -> Stepper:
     """The step function of one episode: the native fused step (:class:`envs.native.StepKernel`, on plans
     built by the kernel) with the kernel, else :func:`score` then :func:`observe` (numpy). The single env
     and the batched env use the same one, so they stay exactly equal.
 
-    :param buffers: with the kernel, where the episode's observation and reward blocks come from.
+    :param ring: with the kernel, the recycled output arrays (:class:`envs.native.OutputRing`).
     """
     if library is not None:
-        return native.StepKernel(library, layout, plans, revealed, buffers)
+        return native.StepKernel(library, layout, plans, revealed, ring)
 
     def numpy_step(t: int, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         rewards = score(layout, actions, plans.ys[t])
@@ -533,6 +533,7 @@ class NonStationaryRegression(gym.Env):
         self.observation_space = spaces.Box(-np.inf, np.inf, (self.layout.obs_size,), np.float32)
         self._plan: EpisodePlans | None = None
         self._stepper: Stepper | None = None
+        self._ring: native.OutputRing | None = None  # the native step's recycled outputs
         self._t = 0
         self._revealed = revealed_mask(self.layout)
         self._n_words = sum(episode_words(self.layout, self.schedule))
@@ -631,7 +632,8 @@ class NonStationaryRegression(gym.Env):
         self._plan = build_episodes(
             self.layout, self.schedule, self.draw_words()[None], [self._pool], library
         )
-        self._stepper = make_stepper(self.layout, self._plan, self._revealed, library)
+        self._stepper = make_stepper(self.layout, self._plan, self._revealed, library, self._ring)
+        self._ring = getattr(self._stepper, "ring", None)
         self._t = 0
         obs = observe(self.layout, self._plan, 0, None, self._revealed)
         return obs[0], {"task_id": int(self._plan.tasks[0, 0])}

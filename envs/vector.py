@@ -80,6 +80,7 @@ class RegressionVecEnv(VecEnv):
         self._plans: EpisodePlans | None = None
         self._stepper: Stepper | None = None
         self._buffers = native.BufferPool()  # the episode arrays, recycled when no one holds them
+        self._ring = native.OutputRing(int(num_envs), first.layout.obs_size)  # the steps' outputs, likewise
         super().__init__(int(num_envs), first.observation_space, first.action_space)
         self.layout = first.layout
         self.schedule = first.schedule
@@ -101,16 +102,21 @@ class RegressionVecEnv(VecEnv):
         for all copies at once.
         """
         words = self._words
-        for i, (env, seed) in enumerate(zip(self.envs, seeds)):
+        for env, seed in zip(self.envs, seeds):
             if seed is not None:
                 env.seed_stream(seed)
-            words[i] = env.draw_words()
-        pools = [env._pool for env in self.envs]
         library = native.load()
+        generators = [env.np_random for env in self.envs]
+        if library is not None and len({id(g) for g in generators}) == len(generators):
+            native.draw_words(library, generators, words)  # = each env's draw_words(), in one C call
+        else:
+            for i, env in enumerate(self.envs):
+                words[i] = env.draw_words()
+        pools = [env._pool for env in self.envs]
         self._plans = None  # its arrays may be recycled now, unless a caller still holds them
         self._stepper = None
         self._plans = build_episodes(self.layout, self.schedule, words, pools, library, self._buffers)
-        self._stepper = make_stepper(self.layout, self._plans, self._revealed, library, self._buffers)
+        self._stepper = make_stepper(self.layout, self._plans, self._revealed, library, self._ring)
         self._t = 0
         if "task_id" in self.info_keys:
             self.reset_infos = [{"task_id": k} for k in self._plans.tasks[0].tolist()]

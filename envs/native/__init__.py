@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import ctypes
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,7 @@ from memagent.cbuild import build_library, native_enabled
 
 __all__ = [
     "BufferPool",
+    "OutputRing",
     "FEEDBACK_CODES",
     "FLAGS",
     "StepKernel",
@@ -47,6 +49,7 @@ __all__ = [
     "TASK_SIN_MEAN",
     "TASK_TANH_SHIFT",
     "build_episodes",
+    "draw_words",
     "gaussians",
     "load",
 ]
@@ -78,6 +81,7 @@ class _StepConfig(ctypes.Structure):
         ("D", ctypes.c_int),
         ("feedback_mode", ctypes.c_int),
         ("n_oracle", ctypes.c_int),
+        ("L", ctypes.c_int),
         ("bound", ctypes.c_float),
         ("factor", ctypes.c_float),
         ("actions", _pointer),
@@ -92,8 +96,6 @@ class _StepConfig(ctypes.Structure):
         ("fb_b", _i64),
         ("tasks", _pointer),
         ("revealed", _pointer),
-        ("obs", _pointer),
-        ("rewards", _pointer),
     ]
 
 
@@ -112,7 +114,9 @@ def _bind(library: ctypes.CDLL) -> ctypes.CDLL:
     library.ek_build_episodes.argtypes += [ctypes.c_int, ctypes.c_float, _pointer, _pointer, _pointer]
     library.ek_build_episodes.argtypes += [_pointer, _pointer, _pointer]
     library.ek_build_episodes.restype = _i64
-    library.ek_step.argtypes = [_pointer, ctypes.c_int]
+    library.ek_draw_words.argtypes = [ctypes.c_int, _pointer, _i64, _pointer, _i64]
+    library.ek_draw_words.restype = None
+    library.ek_step.argtypes = [_pointer, ctypes.c_int, _pointer, _pointer]
     library.ek_step.restype = None
     return library
 
@@ -152,6 +156,32 @@ def gaussians(words: np.ndarray, count: int) -> np.ndarray:
     if library.ek_gaussians(b, words.ctypes.data, w, w, out.ctypes.data, count) != 0:
         raise MemoryError("gaussians: out of memory")
     return out
+
+
+def draw_words(library: ctypes.CDLL, generators: Sequence[np.random.Generator], words: np.ndarray) -> None:
+    """``words[b] = generators[b].bit_generator.random_raw(W)`` for every copy, in one kernel call.
+
+    The same raw words in the same order as ``random_raw`` (the kernel calls each bit generator's
+    ``next_raw`` through numpy's public ``bitgen_t`` interface), without a Python call and a copy per copy.
+    Each generator's lock is held meanwhile, as ``random_raw`` does.
+
+    :param generators: ``B`` numpy generators (distinct objects).
+    :param words: ``(B, W)`` uint64, C-contiguous: the output.
+    """
+    bit_generators = [g.bit_generator for g in generators]
+    addresses = np.fromiter(
+        (bg.ctypes.bit_generator.value for bg in bit_generators), np.uint64, len(generators)
+    )
+    locks = [bg.lock for bg in bit_generators]
+    for lock in locks:
+        lock.acquire()
+    try:
+        library.ek_draw_words(
+            len(locks), addresses.ctypes.data, words.shape[1], words.ctypes.data, words.shape[1]
+        )
+    finally:
+        for lock in locks:
+            lock.release()
 
 
 def task_kinds(tasks: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -268,19 +298,50 @@ def _strides(array: np.ndarray | None) -> tuple[int, int]:
     return array.strides[0] // 4, array.strides[1] // 4
 
 
+class OutputRing:
+    """The arrays a step returns, ``observations (B, D)`` and ``rewards (B,)`` float32, recycled.
+
+    A step takes the first pair that no one outside the ring holds — not the array, not a view of it (a
+    view keeps its base alive), as the reference count shows — so the kernel writes into a few arrays that
+    stay in cache, and never into one a caller can still see (e.g. ``info["terminal_observation"]``, or
+    the previous observation an agent keeps); if every pair is held, a new one is made. Their addresses are
+    looked up once.
+
+    :param size: most pairs kept.
+    """
+
+    def __init__(self, batch: int, obs_size: int, size: int = 4) -> None:
+        self.shapes = ((batch, obs_size), (batch,))
+        self.size = size
+        self._entries: list[tuple[np.ndarray, np.ndarray, int, int]] = []
+        probe = [np.empty(0, np.float32)]
+        self._free_count = sys.getrefcount(probe[0])
+
+    def take(self) -> tuple[np.ndarray, np.ndarray, int, int]:
+        """``(observations, rewards, address of observations, address of rewards)``, free to overwrite."""
+        free = self._free_count  # referred to by the entry only
+        for entry in self._entries:
+            if sys.getrefcount(entry[0]) == free and sys.getrefcount(entry[1]) == free:
+                return entry
+        obs, rewards = np.empty(self.shapes[0], np.float32), np.empty(self.shapes[1], np.float32)
+        entry = (obs, rewards, obs.ctypes.data, rewards.ctypes.data)
+        if len(self._entries) < self.size:
+            self._entries.append(entry)
+        return entry
+
+
 class StepKernel:
     """One episode's fused step: ``(obs (B, D) of step t+1, rewards (B,))`` from the actions of step ``t``.
 
-    The kernel writes into the episode's observation block ``(L, B, D)`` and reward block ``(L, B)`` (from
-    ``pool`` when given, see :class:`BufferPool`), and a step returns views of row ``t + 1`` / ``t``: no
-    allocation and no address look-up per step, only a copy of the actions and one kernel call.
+    The kernel writes into a pair of arrays from ``ring`` (:class:`OutputRing`): no allocation and no
+    address look-up per step, only a copy of the actions and one kernel call.
 
     :param library: :func:`load`'s library.
     :param layout: the env's :class:`~envs.regression.RegressionLayout`.
     :param plans: the episode's :class:`~envs.regression.EpisodePlans` (``(L, B, ·)`` arrays, any strides
         with contiguous rows; ``tasks`` C-contiguous).
     :param revealed: :func:`~envs.regression.revealed_mask` of the layout, ``(L,)`` bool.
-    :param pool: where the observation and reward blocks come from (default: new arrays).
+    :param ring: where the outputs go (default: a new ring); pass the same one to every episode.
     """
 
     def __init__(
@@ -289,13 +350,10 @@ class StepKernel:
         layout: Any,
         plans: Any,
         revealed: np.ndarray,
-        pool: BufferPool | None = None,
+        ring: OutputRing | None = None,
     ) -> None:
-        length, b = plans.xs.shape[:2]
-        d, size = layout.dim, layout.obs_size
-        new = pool.get if pool is not None else lambda shape: np.empty(shape, np.float32)
-        self.observations = new((length, b, size))
-        self.rewards = new((length, b))
+        b, d, size = plans.xs.shape[1], layout.dim, layout.obs_size
+        self.ring = ring if ring is not None and ring.shapes[0] == (b, size) else OutputRing(b, size)
         tasks = np.ascontiguousarray(plans.tasks, dtype=np.int64)
         self._keep = (plans, tasks, np.ascontiguousarray(revealed, dtype=np.uint8))
         self.actions = np.empty((b, d), np.float32)
@@ -305,6 +363,7 @@ class StepKernel:
             size,
             FEEDBACK_CODES[layout.feedback],
             len(layout.tasks) if layout.oracle else 0,
+            plans.xs.shape[0],
             layout.action_bound,
             layout.reward_factor,
             self.actions.ctypes.data,
@@ -316,8 +375,6 @@ class StepKernel:
             *_strides(plans.feedback),
             tasks.ctypes.data,
             self._keep[2].ctypes.data,
-            self.observations.ctypes.data,
-            self.rewards.ctypes.data,
         )
         self._call = library.ek_step
         self._config_address = ctypes.addressof(self.config)
@@ -325,5 +382,6 @@ class StepKernel:
     def __call__(self, t: int, actions: Any) -> tuple[np.ndarray, np.ndarray]:
         """Score ``actions`` (anything that casts to ``(B, d)`` float32) against ``y_t``; observe ``t+1``."""
         np.copyto(self.actions, actions)
-        self._call(self._config_address, t)
-        return self.observations[t + 1], self.rewards[t]
+        obs, rewards, obs_address, rewards_address = self.ring.take()
+        self._call(self._config_address, t, obs_address, rewards_address)
+        return obs, rewards

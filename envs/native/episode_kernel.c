@@ -181,6 +181,28 @@ int ek_gaussians(int B, const uint64_t *words, int64_t stride, int64_t n_words, 
     return 0;
 }
 
+/* numpy's public bit generator interface (numpy/random/bitgen.h) */
+typedef struct {
+    void *state;
+    uint64_t (*next_uint64)(void *st);
+    uint32_t (*next_uint32)(void *st);
+    double (*next_double)(void *st);
+    uint64_t (*next_raw)(void *st);
+} bitgen_t;
+
+/* words[b, :n] = n raw words of copy b's bit generator, exactly what BitGenerator.random_raw(n) returns
+ * (the same next_raw calls in the same order); rows are stride words apart. The caller holds the
+ * generators' locks. */
+void ek_draw_words(int B, bitgen_t *const *bitgens, int64_t n, uint64_t *words, int64_t stride) {
+    for (int b = 0; b < B; ++b) {
+        bitgen_t *g = bitgens[b];
+        uint64_t (*next)(void *) = g->next_raw;
+        void *state = g->state;
+        uint64_t *w = words + b * stride;
+        for (int64_t i = 0; i < n; ++i) w[i] = next(state);
+    }
+}
+
 /* Whole episodes of B copies (L = episode length + 1 rows, dimension d), copy-major outputs.
  *   words (B, stride) uint64: copy b's words; [0, n_x) inputs, [n_x, n_x + n_noise) feedback noise
  *   tasks (B, L) int64 task ids; kinds/params per task id (TASK_*; other kinds: a user task)
@@ -245,28 +267,32 @@ int64_t ek_build_episodes(int B, int L, int d, const uint64_t *words, int64_t st
  * elements: element (t, b, j) of xs is xs[t * xs_t + b * xs_b + j], likewise ys and a target feedback;
  * a reward feedback's (t, b) is feedback[t * fb_t + b * fb_b]. */
 typedef struct {
-    int B, d, D, feedback_mode, n_oracle;
+    int B, d, D, feedback_mode, n_oracle, L;
     float bound, factor;
     const float *actions;                   /* (B, d) */
     const float *xs, *ys, *feedback;        /* feedback: NULL for none */
     int64_t xs_t, xs_b, ys_t, ys_b, fb_t, fb_b;
     const int64_t *tasks;                   /* (L, B) */
     const uint8_t *revealed;                /* (L,): whether observation t carries feedback */
-    float *obs;                             /* (L, B, D): observation t at obs + t B D */
-    float *rewards;                         /* (L, B): the rewards of step t at rewards + t B */
 } StepConfig;
 
-/* Step t of B copies: rewards r_b = factor sum_j (clip(a_bj, -bound, bound) - y_t,bj)^2 (eight fixed
+/* Step t of B copies into obs (B, D) and rewards (B,): rewards r_b = factor sum_j (clip(a_bj, -bound, bound) - y_t,bj)^2 (eight fixed
  * float32 accumulation chains), and observation t + 1 = [x_{t+1}, feedback about step t, one-hot(k_{t+1})]
  * (see envs.regression.observe). Exported names carry the ek_ prefix, internal ones are static: no
  * symbol interposition. */
-void ek_step(const StepConfig *c, int t) {
-    const int B = c->B, d = c->d, D = c->D;
+#if defined(__GNUC__) && !defined(__clang__)
+/* short row copies as inline vector loops, not calls to memcpy/memset (~20 ns each at these sizes) */
+__attribute__((optimize("no-tree-loop-distribute-patterns")))
+#endif
+void ek_step(const StepConfig *c, int t, float *obs, float *rewards) {
+    const int B = c->B, d = c->d, D = c->D, mode = c->feedback_mode;
     const int revealed = c->revealed[t + 1];
-    float *obs = c->obs + (int64_t)(t + 1) * B * D, *rewards = c->rewards + (int64_t)t * B;
+    const float bound = c->bound;
     for (int b = 0; b < B; ++b) {
-        const float *a = c->actions + (int64_t)b * d, *y = c->ys + t * c->ys_t + b * c->ys_b;
-        const float bound = c->bound;
+        const float *restrict a = c->actions + (int64_t)b * d;
+        const float *restrict y = c->ys + t * c->ys_t + b * c->ys_b;
+        const float *restrict x = c->xs + (t + 1) * c->xs_t + b * c->xs_b;
+        float *restrict o = obs + (int64_t)b * D;
         float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
         int j = 0;
         for (; j + 8 <= d; j += 8)
@@ -275,28 +301,30 @@ void ek_step(const StepConfig *c, int t) {
                 v = v < -bound ? -bound : (v > bound ? bound : v);
                 const float e = v - y[j + k];
                 acc[k] += e * e;
+                o[j + k] = x[j + k];
             }
         for (int k = 0; j < d; ++j, ++k) {
             float v = a[j];
             v = v < -bound ? -bound : (v > bound ? bound : v);
             const float e = v - y[j];
             acc[k] += e * e;
+            o[j] = x[j];
         }
         float r = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
         r *= c->factor;
         rewards[b] = r;
-        float *o = obs + (int64_t)b * D;
-        memcpy(o, c->xs + (t + 1) * c->xs_t + b * c->xs_b, sizeof(float) * (size_t)d);
         int off = d;
-        if (c->feedback_mode == FEEDBACK_TARGET) {
+        if (mode == FEEDBACK_TARGET) {
+            float *restrict of = o + d;
             if (revealed) {
-                memcpy(o + d, c->feedback + t * c->fb_t + b * c->fb_b, sizeof(float) * (size_t)d);
-                o[2 * d] = 1.0f;
+                const float *restrict f = c->feedback + t * c->fb_t + b * c->fb_b;
+                for (int i = 0; i < d; ++i) of[i] = f[i];
+                of[d] = 1.0f;
             } else {
-                memset(o + d, 0, sizeof(float) * (size_t)(d + 1));
+                for (int i = 0; i <= d; ++i) of[i] = 0.0f;
             }
             off = 2 * d + 1;
-        } else if (c->feedback_mode == FEEDBACK_REWARD) {
+        } else if (mode == FEEDBACK_REWARD) {
             if (revealed) {
                 o[d] = r + c->feedback[(t + 1) * c->fb_t + b * c->fb_b];
                 o[d + 1] = 1.0f;
@@ -306,8 +334,19 @@ void ek_step(const StepConfig *c, int t) {
             off = d + 2;
         }
         if (c->n_oracle > 0) {
-            memset(o + off, 0, sizeof(float) * (size_t)c->n_oracle);
+            for (int i = 0; i < c->n_oracle; ++i) o[off + i] = 0.0f;
             o[off + c->tasks[(int64_t)(t + 1) * B + b]] = 1.0f;
+        }
+    }
+    /* the next step's rows (scattered over the copy-major episode arrays) into the cache meanwhile */
+    if (t + 2 < c->L) {
+        for (int b = 0; b < B; ++b) {
+            const float *y = c->ys + (t + 1) * c->ys_t + b * c->ys_b;
+            const float *x = c->xs + (t + 2) * c->xs_t + b * c->xs_b;
+            for (int j = 0; j < d; j += 16) {
+                __builtin_prefetch(y + j, 0, 2);
+                __builtin_prefetch(x + j, 0, 2);
+            }
         }
     }
 }
