@@ -228,10 +228,35 @@ def against(source: str, x: torch.Tensor, target: torch.Tensor, rounds: int) -> 
     return _interleaved_table(cases, rounds, "train step")
 
 
+def dispatch_table(counts: list[int]) -> str:
+    """The kernel pool's cost per call at B=16: an empty job, and a job of 1 us per sample (16 us on one
+    thread; ideal: 1 us x ceil(16 / threads)), back to back, after 20 us of other work (workers
+    spinning) and after 1 ms (workers asleep)."""
+    pool = native._pool()
+    lines = [
+        f"Kernel pool cost per call at B={B} (mean of 2000 calls, 300 after 1 ms): an empty job, and "
+        "16 samples of 1 us busy work each (ideal = ceil(16 / threads) us; the excess is the dispatch "
+        "cost), back to back / after 20 us of other work (workers spinning) / after 1 ms (workers asleep).",
+        "",
+        "| kernel threads | empty job us | 16 x 1 us job: ideal | back to back | after 20 us | after 1 ms |",
+        "|---:|---:|---:|---:|---:|---:|",
+    ]
+    for n in counts:
+        n = min(n, B)
+        empty = pool.pool_dispatch_ns(n, B, 2000, 0, 0) / 1e3
+        busy = [
+            pool.pool_dispatch_ns(n, B, it, gap, 1000) / 1e3
+            for it, gap in ((2000, 0), (2000, 20_000), (300, 10**6))
+        ]
+        ideal = -(-B // n)
+        lines.append(f"| {n} | {empty:.2f} | {ideal} | {busy[0]:.2f} | {busy[1]:.2f} | {busy[2]:.2f} |")
+    return "\n".join(lines)
+
+
 def thread_scaling(counts: list[int], x: torch.Tensor, target: torch.Tensor, rounds: int) -> str:
     """Wall time of a train step per thread count (``torch.set_num_threads(n)``: torch's ops and the
     native kernel alike), LSTM and DNC side by side, the thread counts interleaved round by round in
-    this process; and the kernel pool's dispatch cost at B=16 (an empty job)."""
+    this process; and the kernel pool's dispatch cost (:func:`dispatch_table`)."""
     base = MemoryConfig(memory_size=N, word_size=W, num_read_heads=R)
     no_links = MemoryConfig(**{**base.__dict__, "temporal_links": False})
     models = {"lstm": LSTMBaseline(), "dnc": OursWrapper(base), "nolinks": OursWrapper(no_links)}
@@ -271,20 +296,7 @@ def thread_scaling(counts: list[int], x: torch.Tensor, target: torch.Tensor, rou
             f"{nolinks / lstm:.1f} | {first / dnc:.2f} |"
         )
     if pool is not None:
-        lines += [
-            "",
-            "Kernel pool dispatch cost at B=16 (an empty job split over the threads, mean of 2000; "
-            "back to back / after 20 us of other work / after 1 ms, when the workers sleep):",
-            "",
-            "| kernel threads | back to back us | after 20 us | after 1 ms |",
-            "|---:|---:|---:|---:|",
-        ]
-        for n in counts:
-            cost = [
-                pool.pool_dispatch_ns(n, B, iters, gap) / 1e3
-                for iters, gap in ((2000, 0), (2000, 20_000), (300, 1_000_000))
-            ]
-            lines.append(f"| {min(n, B)} | {cost[0]:.2f} | {cost[1]:.2f} | {cost[2]:.2f} |")
+        lines += ["", dispatch_table(counts)]
     return "\n".join(lines)
 
 

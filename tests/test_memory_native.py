@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 
 import pytest
 import torch
@@ -250,30 +251,46 @@ def test_portable_build_without_march_native(tmp_path, monkeypatch):
 
 @pytest.fixture
 def pool(monkeypatch):
-    """The kernel library with every call allowed onto the pool (grain 0: even tiny batches are split);
-    the grain is restored afterwards."""
+    """The kernel library with every call allowed onto the pool (grain 0: even tiny batches are split;
+    no back-off on a busy machine); restored afterwards."""
     library = native._pool()
     grain = library.pool_get_grain()
     library.pool_set_grain(0.0)
+    library.pool_set_adaptive(0)
     yield library
     library.pool_set_grain(grain)
+    library.pool_set_adaptive(1)
 
 
-def dnc_results(threads: int, dtype, monkeypatch, batch: int = 7, seed: int = 0):
-    """Outputs, final state and parameter / input gradients of a native DNC run (resets inside, links
-    and allocation on, N a multiple of 8: the blocked link pass) with ``threads`` kernel threads."""
-    monkeypatch.setenv("MEMAGENT_NATIVE", "1")
-    monkeypatch.setenv("MEMAGENT_NATIVE_THREADS", str(threads))
+def dnc_case(dtype, batch: int = 7, seed: int = 0):
+    """A DNC (links and allocation on; N a multiple of 8: the blocked link pass), an input and resets."""
     cfg = MemoryConfig(memory_size=16, word_size=6, num_read_heads=3)
     torch.manual_seed(seed)
     model = DNC(4, 10, 3, cfg).to(dtype)
     g = torch.Generator().manual_seed(seed + 1)
-    x = torch.randn(batch, 6, 4, generator=g, dtype=dtype).requires_grad_()
+    x = torch.randn(batch, 6, 4, generator=g, dtype=dtype)
     starts = torch.zeros(batch, 6, dtype=torch.bool)
     starts[1, 3] = starts[batch - 1, 2] = True
+    return model, x, starts
+
+
+def dnc_run_threads(case, threads: int | None = None) -> list[torch.Tensor]:
+    """Outputs, final state and parameter / input gradients of a native run of ``case`` (the kernel's
+    thread count from ``MEMAGENT_NATIVE_THREADS``, set here when ``threads`` is given)."""
+    if threads is not None:
+        os.environ["MEMAGENT_NATIVE_THREADS"] = str(threads)
+    model, x, starts = case
+    model.zero_grad(set_to_none=True)
+    x = x.clone().requires_grad_()
     y, state = model(x, episode_starts=starts)
     (y.pow(2).sum() + sum((f * (k + 1)).sin().sum() for k, f in enumerate(state))).backward()
     return [y.detach(), *(f.detach() for f in state), x.grad, *(p.grad for p in model.parameters())]
+
+
+def dnc_results(threads: int, dtype, monkeypatch) -> list[torch.Tensor]:
+    monkeypatch.setenv("MEMAGENT_NATIVE", "1")
+    monkeypatch.setenv("MEMAGENT_NATIVE_THREADS", str(threads))
+    return dnc_run_threads(dnc_case(dtype))
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, F64], ids=["f32", "f64"])
@@ -317,8 +334,7 @@ def _child_run(queue) -> None:
     """In a forked child: a native DNC run on the pool (the parent's workers do not exist here)."""
     try:
         workers = native._pool().pool_workers()  # the parent's are gone: 0 until the first call
-        monkeypatch = pytest.MonkeyPatch()
-        result = dnc_results(3, F64, monkeypatch)
+        result = dnc_run_threads(dnc_case(F64), 3)
         queue.put((workers, native._pool().pool_workers(), [t.numpy() for t in result]))
     except BaseException as error:  # noqa: BLE001 - report anything to the parent
         queue.put(repr(error))
@@ -352,21 +368,24 @@ def test_pool_works_in_a_forked_child(pool, monkeypatch):
 def test_two_python_threads_share_the_kernel(pool, monkeypatch):
     """Two Python threads calling at once (one gets the pool, the other runs inline while it is busy):
     both get the single-threaded numbers."""
+    import copy
     import threading
 
+    monkeypatch.setenv("MEMAGENT_NATIVE", "1")
     reference = dnc_results(1, torch.float32, monkeypatch)
     monkeypatch.setenv("MEMAGENT_NATIVE_THREADS", "2")
+    cases = [copy.deepcopy(dnc_case(torch.float32)) for _ in range(2)]  # a model per thread (its grads)
     results: list[list[torch.Tensor]] = []
     errors: list[BaseException] = []
 
-    def work() -> None:
+    def work(case) -> None:
         try:
             for _ in range(3):
-                results.append(dnc_results(2, torch.float32, pytest.MonkeyPatch()))
+                results.append(dnc_run_threads(case))
         except BaseException as error:  # noqa: BLE001
             errors.append(error)
 
-    threads = [threading.Thread(target=work) for _ in range(2)]
+    threads = [threading.Thread(target=work, args=(case,)) for case in cases]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -380,4 +399,11 @@ def test_two_python_threads_share_the_kernel(pool, monkeypatch):
 def test_dispatch_reports_a_cost():
     """The pool's dispatch timer runs (its number is a benchmark, not asserted)."""
     library = native._pool()
-    assert library.pool_dispatch_ns(2, 16, 10, 0) > 0
+    assert library.pool_dispatch_ns(2, 16, 10, 0, 0) > 0
+    assert library.pool_dispatch_ns(2, 4, 3, 0, 1000) >= 2000  # two samples of 1 us on each thread
+
+
+def test_bad_spin_setting_is_reported(monkeypatch, caplog):
+    monkeypatch.setenv("MEMAGENT_NATIVE_SPIN_US", "fast")
+    native._load_library(native._build(native._compiler()))  # the loaded library again (same handle)
+    assert "MEMAGENT_NATIVE_SPIN_US='fast'" in caplog.text

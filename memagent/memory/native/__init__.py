@@ -191,12 +191,29 @@ def _bind_pool(library: ctypes.CDLL) -> ctypes.CDLL:
     library.pool_set_grain.argtypes = [ctypes.c_double]
     library.pool_get_grain.restype = ctypes.c_double
     library.pool_get_grain.argtypes = []
+    library.pool_limit.restype = ctypes.c_int
+    library.pool_limit.argtypes = []
+    library.pool_set_adaptive.restype = None
+    library.pool_set_adaptive.argtypes = [ctypes.c_int]
     library.pool_dispatch_ns.restype = ctypes.c_double
-    library.pool_dispatch_ns.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+    library.pool_dispatch_ns.argtypes = [
+        ctypes.c_int,
+        ctypes.c_int,
+        ctypes.c_int,
+        ctypes.c_long,
+        ctypes.c_long,
+    ]
     return library
 
 
 def _load_library(path: Path) -> dict:
+    spin = os.environ.get("MEMAGENT_NATIVE_SPIN_US", "")
+    if spin and not (spin.lstrip().isdigit() and int(spin) <= 10_000_000):  # the library reads it at load
+        logger.warning(
+            "MEMAGENT_NATIVE_SPIN_US=%r is not a whole number of microseconds in 0..10000000: ignored "
+            "(idle kernel threads spin 100 us before they sleep)",
+            spin,
+        )
     library = ctypes.CDLL(str(path))
     functions = _bind(library)
     _STATE["library"] = _bind_pool(library)

@@ -95,10 +95,18 @@ static struct {
     const void *arg;
     int B;
     fpstate_t fp; /* the caller's floating-point mode (rounding, flush-to-zero) */
-} pool = {.dispatch = PTHREAD_MUTEX_INITIALIZER, .sleep = PTHREAD_MUTEX_INITIALIZER, .wake = PTHREAD_COND_INITIALIZER};
+    /* back-off when the workers come late (the machine's cores are busy with other work): a call
+     * uses at most `limit` chunks; halved after a late call, doubled again after 64 calls on time;
+     * at 1, one call in 256 tries 2 chunks (a probe). Results do not depend on it. */
+    int limit, on_time, probe;
+} pool = {.dispatch = PTHREAD_MUTEX_INITIALIZER,
+          .sleep = PTHREAD_MUTEX_INITIALIZER,
+          .wake = PTHREAD_COND_INITIALIZER,
+          .limit = POOL_MAX};
 
-static double pool_grain = 2.0e4; /* minimum estimated work per chunk (~flops; ~5-10 us) */
+static double pool_grain = 3.0e4; /* minimum estimated work per chunk (units ~ flops: ~3 us) */
 static long pool_spin_ns = 100000; /* how long an idle worker spins before it sleeps */
+static int pool_adaptive = 1;      /* the back-off above (tests switch it off) */
 
 static inline void cpu_relax(void) {
 #if defined(__x86_64__) || defined(__i386__)
@@ -199,10 +207,11 @@ static void pool_child_after_fork(void) {
 }
 
 __attribute__((constructor)) static void pool_init(void) {
-    const char *spin = getenv("MEMAGENT_NATIVE_SPIN_US");
+    const char *spin = getenv("MEMAGENT_NATIVE_SPIN_US"); /* validated (with a warning) in Python */
     if (spin && *spin) {
-        const long us = atol(spin);
-        if (us >= 0) pool_spin_ns = us * 1000L;
+        char *end;
+        const long us = strtol(spin, &end, 10);
+        if (*end == 0 && us >= 0 && us <= 10000000) pool_spin_ns = us * 1000L;
     }
     pthread_atfork(pool_prepare_fork, pool_parent_after_fork, pool_child_after_fork);
 }
@@ -218,6 +227,14 @@ static void pool_run(int threads, int B, double cost, pool_fn fn, const void *ar
         fn(arg, 0, B);
         return;
     }
+    if (pool_adaptive && n > pool.limit) { /* backing off: fewer chunks, or inline but for a probe */
+        n = pool.limit > 1 ? pool.limit : (++pool.probe % 256 == 0 ? 2 : 1);
+        if (n == 1) {
+            pthread_mutex_unlock(&pool.dispatch);
+            fn(arg, 0, B);
+            return;
+        }
+    }
     n = 1 + (pool_grow(n - 1) < n - 1 ? pool.workers : n - 1);
     pool.fn = fn;
     pool.arg = arg;
@@ -231,12 +248,25 @@ static void pool_run(int threads, int B, double cost, pool_fn fn, const void *ar
         pthread_cond_broadcast(&pool.wake);
         pthread_mutex_unlock(&pool.sleep);
     }
-    pool_take_chunks(gen, NULL);
+    const long t0 = now_ns();
+    const int mine = pool_take_chunks(gen, NULL);
+    const long t1 = now_ns();
     for (int i = 1; atomic_load(&pool.done) < n; ++i) { /* the other chunks are in flight */
         if (i < 64)
             cpu_relax();
         else
             sched_yield();
+    }
+    if (pool_adaptive) {
+        /* late: the last worker finished long after a chunk's time (it was not running) */
+        const long wait = now_ns() - t1, chunk = mine > 0 ? (t1 - t0) / mine : 0;
+        if (mine > 0 && wait > 4 * chunk + 100000) {
+            pool.limit = n / 2 > 1 ? n / 2 : 1;
+            pool.on_time = 0;
+        } else if (pool.limit < POOL_MAX && ++pool.on_time >= 64) {
+            pool.limit = 2 * pool.limit < POOL_MAX ? 2 * pool.limit : POOL_MAX;
+            pool.on_time = 0;
+        }
     }
     atomic_fetch_add(&pool.parallel_calls, 1);
     pthread_mutex_unlock(&pool.dispatch);
@@ -246,20 +276,32 @@ static void pool_run(int threads, int B, double cost, pool_fn fn, const void *ar
 int pool_workers(void) { return pool.workers; }
 long pool_parallel_calls(void) { return atomic_load(&pool.parallel_calls); }
 void pool_set_grain(double grain) { pool_grain = grain > 0 ? grain : 0; }
+int pool_limit(void) { return pool.limit; }
+/* on != 0: back off when workers come late (the default); 0: always use the threads asked for. Both
+ * reset the limit. */
+void pool_set_adaptive(int on) {
+    pthread_mutex_lock(&pool.dispatch);
+    pool_adaptive = on != 0;
+    pool.limit = POOL_MAX;
+    pool.on_time = 0;
+    pthread_mutex_unlock(&pool.dispatch);
+}
 double pool_get_grain(void) { return pool_grain; }
 
-static void pool_noop(const void *arg, int s0, int s1) {
-    (void)arg;
-    (void)s0;
-    (void)s1;
+/* the benchmark's job: `*(long *)arg` nanoseconds of busy work per sample */
+static void pool_busy(const void *arg, int s0, int s1) {
+    const long until = now_ns() + *(const long *)arg * (s1 - s0);
+    while (now_ns() < until) cpu_relax();
 }
 
-/* Mean nanoseconds per dispatch of an empty job over B samples on `threads` threads (forced past
- * the grain), `iters` dispatches, each after `gap_ns` of waiting (0: back to back). */
-double pool_dispatch_ns(int threads, int B, int iters, long gap_ns) {
+/* Mean nanoseconds per call of a job of `work_ns` busy nanoseconds per sample over B samples on
+ * `threads` threads (forced past the grain; work_ns = 0: an empty job), `iters` calls, each after
+ * `gap_ns` of busy waiting (other work: 0 back to back; longer than the spin, the workers sleep).
+ * The dispatch cost is this minus the job's own time, work_ns * ceil(B / threads). */
+double pool_dispatch_ns(int threads, int B, int iters, long gap_ns, long work_ns) {
     const double grain = pool_grain;
     pool_grain = 0;
-    pool_run(threads, B, 1, pool_noop, NULL); /* start the workers */
+    pool_run(threads, B, 1, pool_busy, &work_ns); /* start the workers */
     long total = 0;
     for (int i = 0; i < iters; ++i) {
         if (gap_ns > 0) {
@@ -267,7 +309,7 @@ double pool_dispatch_ns(int threads, int B, int iters, long gap_ns) {
             while (now_ns() < until) cpu_relax();
         }
         const long t0 = now_ns();
-        pool_run(threads, B, 1, pool_noop, NULL);
+        pool_run(threads, B, 1, pool_busy, &work_ns);
         total += now_ns() - t0;
     }
     pool_grain = grain;
