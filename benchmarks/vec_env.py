@@ -4,7 +4,9 @@ Both run in this one process, side by side: for every configuration the two are 
 rounds over whole episodes (autoresets included) with the same pre-drawn actions. Time is this process's
 CPU time (``time.process_time``; everything is single-threaded), which other jobs on a shared machine
 disturb far less than wall-clock time. Steps/s are medians over rounds; the speed-up is the median of
-the per-round ratios. Prints a Markdown table and writes it to ``benchmarks/results/vec_env.md``.
+the per-round ratios. Both sides use the native episode kernel (:mod:`envs.native`) when it builds, as
+users get them; a second table runs both sides on each path (``MEMAGENT_NATIVE=0/1``, switched between
+rounds in this one process). Prints Markdown tables and writes them to ``benchmarks/results/vec_env.md``.
 
     .venv/bin/python benchmarks/vec_env.py            # full run (a few minutes on 2 busy cores)
     .venv/bin/python benchmarks/vec_env.py --quick    # smoke run
@@ -68,8 +70,11 @@ jobs kept the 2 CPUs busy (load ≈ 3); the previous table (19.3×, old code) on
 """
 
 
-def time_steps(venv: VecEnv, actions: np.ndarray, n_steps: int) -> float:
-    """CPU seconds for ``n_steps`` steps of ``venv`` (after a reset), cycling through ``actions``."""
+def time_steps(venv: VecEnv, actions: np.ndarray, n_steps: int, path: str | None = None) -> float:
+    """CPU seconds for ``n_steps`` steps of ``venv`` (after a reset), cycling through ``actions``; ``path``
+    ``"native"``/``"numpy"`` sets ``MEMAGENT_NATIVE`` first (every episode build reads it)."""
+    if path is not None:
+        os.environ["MEMAGENT_NATIVE"] = "1" if path == "native" else "0"
     venv.seed(0)
     venv.reset()
     start = time.process_time()
@@ -93,6 +98,55 @@ def measure(
         rates["batched"].append(n_envs * n_steps / time_steps(batched, actions, n_steps))
     ratios = [b / d for b, d in zip(rates["batched"], rates["dummy"])]
     return statistics.median(rates["dummy"]), statistics.median(rates["batched"]), statistics.median(ratios)
+
+
+def measure_paths(env_id: str, n_envs: int, n_steps: int, rounds: int) -> dict[tuple[str, str], float]:
+    """Median env-steps per CPU second of DummyVecEnv and RegressionVecEnv on the numpy and the native
+    path, the four timed in alternating rounds: ``{(side, path): steps/s}``."""
+    spec = gym.spec(env_id)
+    venvs = {
+        "dummy": DummyVecEnv([lambda: gym.make(env_id) for _ in range(n_envs)]),
+        "batched": RegressionVecEnv(n_envs, dict(spec.kwargs)),
+    }
+    dim = venvs["batched"].layout.dim
+    actions = np.random.default_rng(0).uniform(-1, 1, size=(16, n_envs, dim)).astype(np.float32)
+    rates: dict[tuple[str, str], list[float]] = {}
+    saved = os.environ.get("MEMAGENT_NATIVE")
+    try:
+        for _ in range(rounds):
+            for path in ("numpy", "native"):
+                for side, venv in venvs.items():
+                    seconds = time_steps(venv, actions, n_steps, path)
+                    rates.setdefault((side, path), []).append(n_envs * n_steps / seconds)
+    finally:
+        if saved is None:
+            os.environ.pop("MEMAGENT_NATIVE", None)
+        else:
+            os.environ["MEMAGENT_NATIVE"] = saved
+    return {key: statistics.median(values) for key, values in rates.items()}
+
+
+def paths_table(env_id: str, n_envs: int, n_steps: int, rounds: int) -> list[str]:
+    """Markdown rows: each side on each path, and the speed-ups that matter."""
+    r = measure_paths(env_id, n_envs, n_steps, rounds)
+    rows = [
+        f"Both sides on each episode path (`{env_id}`, {n_envs} envs, default infos; median of {rounds} "
+        "alternating rounds, env-steps per CPU second):",
+        "",
+        "| path (`MEMAGENT_NATIVE`) | DummyVecEnv (single env) | RegressionVecEnv | speed-up |",
+        "|---|---:|---:|---:|",
+    ]
+    for path, flag in (("numpy", "0"), ("native", "1")):
+        dummy, batched = r[("dummy", path)], r[("batched", path)]
+        rows.append(f"| {path} (`{flag}`) | {dummy:,.0f} | {batched:,.0f} | {batched / dummy:.1f}× |")
+    rows += [
+        "",
+        f"Native over numpy: RegressionVecEnv {r[('batched', 'native')] / r[('batched', 'numpy')]:.2f}×, "
+        f"the single env under DummyVecEnv {r[('dummy', 'native')] / r[('dummy', 'numpy')]:.2f}×; "
+        f"the native RegressionVecEnv against the numpy single env: "
+        f"{r[('batched', 'native')] / r[('dummy', 'numpy')]:.1f}×.",
+    ]
+    return rows
 
 
 def main() -> None:
@@ -133,7 +187,10 @@ def main() -> None:
         f"{os.cpu_count()} CPUs, OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}.\n"
         f"Command: `.venv/bin/python benchmarks/vec_env.py{' --quick' if args.quick else ''}`\n"
     )
-    table = header + "\n" + "\n".join(rows) + "\n"
+    n_steps = episodes * 200
+    paths = paths_table(v0, 64, n_steps, rounds)
+    print("\n".join(paths), flush=True)
+    table = header + "\n" + "\n".join(rows) + "\n\n" + "\n".join(paths) + "\n"
     print()
     print(table)
     if not args.quick:

@@ -53,6 +53,7 @@ logger = logging.getLogger(__name__)
 BASE_FLAGS = ("-fPIC", "-shared")
 _LOCK = threading.Lock()
 _LOADED: dict[tuple, ctypes.CDLL | None] = {}
+_MISSING = object()
 
 
 def native_enabled() -> bool:
@@ -173,10 +174,11 @@ def build_library(
     """
     if not native_enabled():
         return None
+    key = (os.fspath(source), tuple(flags), tuple(map(os.fspath, depends)), tuple(libs))
+    library = _LOADED.get(key, _MISSING)  # the fast path: no file-system access
+    if library is not _MISSING:
+        return library  # type: ignore[return-value]
     source = Path(source).resolve()
-    key = (str(source), tuple(flags), tuple(str(p) for p in depends), tuple(libs))
-    if key in _LOADED:
-        return _LOADED[key]
     what = what or source.name
     with _LOCK:
         if key not in _LOADED:

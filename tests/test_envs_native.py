@@ -3,6 +3,8 @@ path, user tasks next to built-in ones, buffer recycling that never changes what
 
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 import pytest
 from scipy import stats
@@ -187,3 +189,20 @@ def test_disabled_kernel_means_numpy_path(monkeypatch):
     monkeypatch.setenv("MEMAGENT_NATIVE", "1")
     venv.reset()
     assert not venv._plans.xs.flags.c_contiguous  # time-major views of the kernel's copy-major arrays
+
+
+@pytest.mark.parametrize("bit_generator", [np.random.PCG64, np.random.MT19937, np.random.Philox])
+def test_draw_words_equals_random_raw_and_leaves_the_same_state(bit_generator):
+    """The batched env draws every copy's words in C: PCG64 advanced inline, others through bitgen_t."""
+    lib = native.load()
+    ours = [np.random.Generator(bit_generator(seed)) for seed in range(4)]
+    refs = [np.random.Generator(bit_generator(seed)) for seed in range(4)]
+    for g in (*ours, *refs):
+        g.integers(0, 7, size=3, dtype=np.uint32)  # leaves a buffered 32-bit half (has_uint32) behind
+    words = np.empty((4, 1001), np.uint64)
+    native.draw_words(lib, ours, words)
+    for g, ref, row in zip(ours, refs, words):
+        np.testing.assert_array_equal(row, ref.bit_generator.random_raw(1001))
+        assert pickle.dumps(g.bit_generator.state) == pickle.dumps(ref.bit_generator.state)
+        assert g.integers(0, 2**31, size=5).tolist() == ref.integers(0, 2**31, size=5).tolist()
+    assert native.pcg64_exact(lib)

@@ -50,6 +50,7 @@ __all__ = [
     "TASK_TANH_SHIFT",
     "build_episodes",
     "draw_words",
+    "pcg64_exact",
     "gaussians",
     "load",
 ]
@@ -116,6 +117,8 @@ def _bind(library: ctypes.CDLL) -> ctypes.CDLL:
     library.ek_build_episodes.restype = _i64
     library.ek_draw_words.argtypes = [ctypes.c_int, _pointer, _i64, _pointer, _i64]
     library.ek_draw_words.restype = None
+    library.ek_pcg64_words.argtypes = [ctypes.c_int, _pointer, _i64, _pointer, _i64]
+    library.ek_pcg64_words.restype = ctypes.c_int
     library.ek_step.argtypes = [_pointer, ctypes.c_int, _pointer, _pointer]
     library.ek_step.restype = None
     return library
@@ -158,24 +161,69 @@ def gaussians(words: np.ndarray, count: int) -> np.ndarray:
     return out
 
 
+_MASK64 = (1 << 64) - 1
+_PCG64_CHECKED: dict[int, bool] = {}
+
+
+def _pcg64_words(library: ctypes.CDLL, bit_generators: Sequence[Any], words: np.ndarray) -> bool:
+    """The inline PCG64 path of :func:`draw_words`: read each generator's public ``state``, advance it in
+    C, write it back. False (nothing drawn) where the kernel has no 128-bit integers."""
+    states = [bg.state for bg in bit_generators]
+    packed = np.array(
+        [
+            (s >> 64, s & _MASK64, inc >> 64, inc & _MASK64)
+            for s, inc in ((st["state"]["state"], st["state"]["inc"]) for st in states)
+        ],
+        dtype=np.uint64,
+    )
+    if library.ek_pcg64_words(
+        len(states), packed.ctypes.data, words.shape[1], words.ctypes.data, words.shape[1]
+    ):
+        return False
+    for bg, st, (high, low) in zip(bit_generators, states, packed[:, :2].tolist()):
+        st["state"]["state"] = high << 64 | low
+        bg.state = st  # has_uint32 / uinteger unchanged, as random_raw leaves them
+    return True
+
+
+def pcg64_exact(library: ctypes.CDLL) -> bool:
+    """Whether the kernel's inline PCG64 reproduces ``PCG64.random_raw`` (words and final state) here;
+    checked once per library on a throwaway generator."""
+    if id(library) not in _PCG64_CHECKED:
+        reference, candidate = np.random.PCG64(20241128), np.random.PCG64(20241128)
+        reference.advance(12345)
+        candidate.advance(12345)
+        expected = reference.random_raw(37)
+        got = np.empty((1, 37), np.uint64)
+        ok = _pcg64_words(library, [candidate], got)
+        ok = ok and np.array_equal(got[0], expected) and candidate.state == reference.state
+        _PCG64_CHECKED[id(library)] = bool(ok)
+    return _PCG64_CHECKED[id(library)]
+
+
 def draw_words(library: ctypes.CDLL, generators: Sequence[np.random.Generator], words: np.ndarray) -> None:
     """``words[b] = generators[b].bit_generator.random_raw(W)`` for every copy, in one kernel call.
 
-    The same raw words in the same order as ``random_raw`` (the kernel calls each bit generator's
-    ``next_raw`` through numpy's public ``bitgen_t`` interface), without a Python call and a copy per copy.
-    Each generator's lock is held meanwhile, as ``random_raw`` does.
+    The same raw words in the same order as ``random_raw``, and the generators end in the same state.
+    For numpy's ``PCG64`` (Gymnasium's generator) the kernel advances the 128-bit LCG inline from the
+    generator's public ``state`` (verified against ``random_raw`` once: :func:`pcg64_exact`); for any
+    other bit generator it calls its ``next_raw`` through numpy's public ``bitgen_t`` interface. Each
+    generator's lock is held meanwhile, as ``random_raw`` does.
 
     :param generators: ``B`` numpy generators (distinct objects).
     :param words: ``(B, W)`` uint64, C-contiguous: the output.
     """
     bit_generators = [g.bit_generator for g in generators]
-    addresses = np.fromiter(
-        (bg.ctypes.bit_generator.value for bg in bit_generators), np.uint64, len(generators)
-    )
     locks = [bg.lock for bg in bit_generators]
     for lock in locks:
         lock.acquire()
     try:
+        if all(type(bg) is np.random.PCG64 for bg in bit_generators) and pcg64_exact(library):
+            if _pcg64_words(library, bit_generators, words):
+                return
+        addresses = np.fromiter(
+            (bg.ctypes.bit_generator.value for bg in bit_generators), np.uint64, len(locks)
+        )
         library.ek_draw_words(
             len(locks), addresses.ctypes.data, words.shape[1], words.ctypes.data, words.shape[1]
         )

@@ -203,6 +203,34 @@ void ek_draw_words(int B, bitgen_t *const *bitgens, int64_t n, uint64_t *words, 
     }
 }
 
+/* PCG64 (numpy.random.PCG64: 128-bit LCG, XSL-RR output) advanced inline, ~4x faster than a call per
+ * word. state (B, 4) uint64: (state high, state low, increment high, increment low) of each copy, as
+ * numpy's BitGenerator.state reports them; the states are advanced in place. words[b, :n] = the n words
+ * random_raw(n) would return. Returns -1 where the compiler has no 128-bit integers (nothing written). */
+int ek_pcg64_words(int B, uint64_t *state, int64_t n, uint64_t *words, int64_t stride) {
+#ifdef __SIZEOF_INT128__
+    const __uint128_t mult = ((__uint128_t)2549297995355413924ULL << 64) | 4865540595714422341ULL;
+    for (int b = 0; b < B; ++b) {
+        uint64_t *s = state + 4 * (int64_t)b;
+        __uint128_t st = ((__uint128_t)s[0] << 64) | s[1];
+        const __uint128_t inc = ((__uint128_t)s[2] << 64) | s[3];
+        uint64_t *w = words + b * stride;
+        for (int64_t i = 0; i < n; ++i) {
+            st = st * mult + inc;
+            const uint64_t x = (uint64_t)(st >> 64) ^ (uint64_t)st;
+            const unsigned rot = (unsigned)(st >> 122);
+            w[i] = (x >> rot) | (x << ((-rot) & 63));
+        }
+        s[0] = (uint64_t)(st >> 64);
+        s[1] = (uint64_t)st;
+    }
+    return 0;
+#else
+    (void)B, (void)state, (void)n, (void)words, (void)stride;
+    return -1;
+#endif
+}
+
 /* Whole episodes of B copies (L = episode length + 1 rows, dimension d), copy-major outputs.
  *   words (B, stride) uint64: copy b's words; [0, n_x) inputs, [n_x, n_x + n_noise) feedback noise
  *   tasks (B, L) int64 task ids; kinds/params per task id (TASK_*; other kinds: a user task)
