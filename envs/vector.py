@@ -87,6 +87,7 @@ class RegressionVecEnv(VecEnv):
         self._n_words = sum(episode_words(self.layout, self.schedule))
         self._revealed = revealed_mask(self.layout)
         self._actions: np.ndarray | None = None
+        self._action_shape = (self.num_envs, self.layout.dim)
         # the episodes' random words, drawn into the same buffer every episode
         self._words = np.empty((self.num_envs, self._n_words), np.uint64)
         self.metadata = first.metadata
@@ -140,13 +141,12 @@ class RegressionVecEnv(VecEnv):
         t = self._t
         if t < 0:
             raise RuntimeError("call reset() before step()")
-        layout, plans = self.layout, self._plans
-        actions = self._actions
-        if np.shape(actions) != (self.num_envs, layout.dim):
-            actions = np.reshape(actions, (self.num_envs, layout.dim))
+        plans, actions = self._plans, self._actions
+        if getattr(actions, "shape", None) != self._action_shape:
+            actions = np.reshape(actions, self._action_shape)
         obs, rewards = self._stepper(t, actions)
-        truncated = t + 1 >= layout.episode_length
-        infos = self._infos(plans, t, plans.ys[t], truncated)
+        truncated = t + 1 >= self.layout.episode_length
+        infos = self._infos(plans, t, truncated)
         self._t = t = t + 1
         if truncated:
             for i, info in enumerate(infos):
@@ -155,13 +155,13 @@ class RegressionVecEnv(VecEnv):
         dones = np.ones(self.num_envs, bool) if truncated else np.zeros(self.num_envs, bool)
         return obs, rewards, dones, infos
 
-    def _infos(self, plans: EpisodePlans, t: int, y: np.ndarray, truncated: bool) -> list[dict[str, Any]]:
-        """The ``n`` info dicts of step ``t`` (one comprehension: this is a third of a step's time)."""
+    def _infos(self, plans: EpisodePlans, t: int, truncated: bool) -> list[dict[str, Any]]:
+        """The ``n`` info dicts of step ``t`` (one comprehension: a third of a step's time)."""
         keys = self.info_keys
         if keys == INFO_KEYS:
             return [
                 {"task_id": k, "switched": s, "target": yy, "TimeLimit.truncated": truncated}
-                for k, s, yy in zip(plans.tasks[t].tolist(), plans.switched[t].tolist(), y)
+                for k, s, yy in zip(plans.tasks[t].tolist(), plans.switched[t].tolist(), plans.ys[t])
             ]
         if keys == ("task_id", "switched"):
             return [
@@ -170,7 +170,11 @@ class RegressionVecEnv(VecEnv):
             ]
         if not keys:
             return [{"TimeLimit.truncated": truncated} for _ in range(self.num_envs)]
-        columns = {"task_id": plans.tasks[t].tolist(), "switched": plans.switched[t].tolist(), "target": y}
+        columns = {
+            "task_id": plans.tasks[t].tolist(),
+            "switched": plans.switched[t].tolist(),
+            "target": plans.ys[t],
+        }
         return [
             {**dict(zip(keys, values)), "TimeLimit.truncated": truncated}
             for values in zip(*(columns[k] for k in keys), range(self.num_envs))

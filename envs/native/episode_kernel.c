@@ -207,22 +207,46 @@ void ek_draw_words(int B, bitgen_t *const *bitgens, int64_t n, uint64_t *words, 
  * word. state (B, 4) uint64: (state high, state low, increment high, increment low) of each copy, as
  * numpy's BitGenerator.state reports them; the states are advanced in place. words[b, :n] = the n words
  * random_raw(n) would return. Returns -1 where the compiler has no 128-bit integers (nothing written). */
+#ifdef __SIZEOF_INT128__
+static inline uint64_t pcg64_output(__uint128_t st) {
+    const uint64_t x = (uint64_t)(st >> 64) ^ (uint64_t)st;
+    const unsigned rot = (unsigned)(st >> 122);
+    return (x >> rot) | (x << ((-rot) & 63));
+}
+#endif
+
 int ek_pcg64_words(int B, uint64_t *state, int64_t n, uint64_t *words, int64_t stride) {
 #ifdef __SIZEOF_INT128__
     const __uint128_t mult = ((__uint128_t)2549297995355413924ULL << 64) | 4865540595714422341ULL;
-    for (int b = 0; b < B; ++b) {
-        uint64_t *s = state + 4 * (int64_t)b;
-        __uint128_t st = ((__uint128_t)s[0] << 64) | s[1];
-        const __uint128_t inc = ((__uint128_t)s[2] << 64) | s[3];
-        uint64_t *w = words + b * stride;
-        for (int64_t i = 0; i < n; ++i) {
-            st = st * mult + inc;
-            const uint64_t x = (uint64_t)(st >> 64) ^ (uint64_t)st;
-            const unsigned rot = (unsigned)(st >> 122);
-            w[i] = (x >> rot) | (x << ((-rot) & 63));
+    enum { G = 4 }; /* copies advanced together: independent multiply chains overlap in the CPU */
+    for (int b0 = 0; b0 < B; b0 += G) {
+        const int g = B - b0 < G ? B - b0 : G;
+        __uint128_t st[G], inc[G];
+        uint64_t *w[G];
+        for (int k = 0; k < G; ++k) {
+            const uint64_t *s = state + 4 * (int64_t)(b0 + (k < g ? k : 0));
+            st[k] = ((__uint128_t)s[0] << 64) | s[1];
+            inc[k] = ((__uint128_t)s[2] << 64) | s[3];
+            w[k] = words + (b0 + (k < g ? k : 0)) * stride;
         }
-        s[0] = (uint64_t)(st >> 64);
-        s[1] = (uint64_t)st;
+        if (g == G) {
+            for (int64_t i = 0; i < n; ++i)
+                for (int k = 0; k < G; ++k) {
+                    st[k] = st[k] * mult + inc[k];
+                    w[k][i] = pcg64_output(st[k]);
+                }
+        } else {
+            for (int k = 0; k < g; ++k)
+                for (int64_t i = 0; i < n; ++i) {
+                    st[k] = st[k] * mult + inc[k];
+                    w[k][i] = pcg64_output(st[k]);
+                }
+        }
+        for (int k = 0; k < g; ++k) {
+            uint64_t *s = state + 4 * (int64_t)(b0 + k);
+            s[0] = (uint64_t)(st[k] >> 64);
+            s[1] = (uint64_t)st[k];
+        }
     }
     return 0;
 #else
