@@ -35,38 +35,41 @@ from envs.vector import INFO_KEYS, RegressionVecEnv  # noqa: E402
 RESULTS = Path(__file__).resolve().parent / "results" / "vec_env.md"
 
 NOTES = """
-The DummyVecEnv column steps the single env, which shares the scoring code with the batched env: the
-changes below sped it up too (≈ 31k → 36k steps/s), so the ratio fell although both sides got faster.
+**The native episode kernel** (`envs/native/`, issue 3's second round). C compiled at first use
+(`memagent.cbuild`; numpy fallback, `MEMAGENT_NATIVE=0`), used by the single env and the batched env
+alike, so the two stay exactly equal. Per episode, one C pass per copy: the copy's PCG64 words advanced
+inline from the generator's public state (the same words and final state as `random_raw`, checked once
+per process), Box–Muller (float32 polynomial log/sin/cos, vectorised; max error 5e-7 against float64,
+numpy's own float32 path 1.8e-6) straight into the copy's block of the episode arrays, the targets of
+`sin_mean`/`half_cos_mean`/`tanh_shift(k)` per row (error ≤ 8e-8; rows of user tasks go to their numpy
+callables), the feedback noise. Per step, one C call: clip, squared error, reward, observation, into
+recycled output arrays (handed out again only when no caller holds them or a view of them, by
+reference count), no allocation. The episode arrays are recycled the same way.
 
-What was tried (issue 3; A/B of the previous and the new code in one process, same rounds as above,
-64 envs, `memagent/NonStationaryRegression-v0`, machine load ≈ 4 on 2 CPUs):
+Both sides share that code, so the single env under DummyVecEnv got faster too — more than the batched
+env in relative terms (its per-step numpy calls at B = 1 were mostly overhead): see the second table.
+The speed-up the issue measures therefore *fell* (numpy path → native path, both sides), although the
+batched env got faster in absolute terms; against the single env as it was before this kernel (numpy
+path), the native batched env is the last figure below the second table.
 
-| version | DummyVecEnv (single env) | RegressionVecEnv | speed-up |
-|---|---:|---:|---:|
-| before (19.3× in the previous table) | 31,095 | 576,445 | 18.6× |
-| after, default infos | 36,320 | 595,843 | 16.5× |
-| after, `info_keys=("task_id", "switched")` | 36,320 | 688,283 | 19.1× |
+Where a 64-env step's CPU time goes on the native path (≈ 70 µs on this loaded machine; microbenchmarks
+in one process): the 64 info dicts ≈ 23 µs (default keys; `target` row views are a third of it),
+the episode build every 200 steps ≈ 25 µs a step (PCG64 words ≈ 1.1 ms, Box–Muller and targets
+≈ 2.7 ms, task sequences ≈ 0.5 ms per episode), the fused step ≈ 6 µs, the rest Python glue. The
+DummyVecEnv side costs ≈ 15 µs per env-step, i.e. ≈ 1 ms per 64 env-steps, so 30× needs ≈ 33 µs per
+batched step: the info dicts alone are two thirds of that. **30× is not reached**; with identical
+semantics and default infos the batched env is ≈ 13–15× the (now faster) single env.
 
-Kept (each measured on its own): clipping against full-shape float32 bounds instead of a scalar (numpy's
-contiguous SIMD loop: 4.4 → 1.5 µs per 64×64 clip) and one dot per row (`np.vecdot`, 3.8 → 2.4 µs) —
-a batched step's scoring went from ≈ 19 to ≈ 10 µs; a radix sort of int16 task ids (355 → 54 µs) and a
-direct scatter of the grouped targets to their time-major rows; one buffer for the random words; task
-draws only at switch steps; cast and shift fused in Box–Muller.
-
-Tried and dropped: precomputing whole observations at reset (a step then copies one slice, but building
-them cost more than the steps saved); copy-major episode arrays (no transposes at reset, but every step
-then reads 64 scattered rows: slower); writing Box–Muller output into a strided buffer (short inner
-loops: slower); evaluating the built-in tasks on all rows per family instead of grouping rows by task
-(slower); building the episode in L2-sized chunks (no gain); other bit generators (`random_raw` costs
-≈ 3.5 ns a word for all of them); float32 ziggurat per copy (≈ 4× slower than batched Box–Muller).
-
-Where a 64-env step's CPU time goes now (≈ 100 µs on this machine): the 64 info dicts ≈ 22 µs (a third
-of it the `target` row views), scoring ≈ 10 µs, the observation ≈ 5 µs, and the episode build every
-200 steps ≈ 45 µs a step — drawing 424k random words (≈ 2 ms), Box–Muller (≈ 2.5–3 ms), the targets
-(≈ 2.5 ms), a transpose. Both sides make the same Gaussians, targets and info dicts, so 30× is out of
-reach with identical semantics: the default reaches ≈ 15–17×, the documented `info_keys` opt-out
-≈ 19× without the `target` rows and ≈ 21× with no env entries. The table above was measured while other
-jobs kept the 2 CPUs busy (load ≈ 3); the previous table (19.3×, old code) on an idle machine.
+Tried and kept (each measured side by side): copy-major episode blocks (the kernel writes each copy's
+episode contiguously; the env views them time-major) instead of scattering rows time-major (≈ 30 %
+of the kernel); recycling the episode arrays (fresh 3.3 MB arrays cost a page fault per 4 KiB on first
+touch, about as much as computing them); words drawn in C (no per-copy Python call and copy), then
+PCG64 advanced inline (≈ 3.7× `random_raw`); `-mprefer-vector-width=512` (≈ 30 % on Box–Muller where
+there is AVX-512); the step writing into recycled outputs instead of fresh arrays (a fresh array's
+address costs ≈ 1.6 µs through ctypes). Tried and dropped: per-episode observation and reward blocks
+(the step then writes cold memory: slower than the recycled outputs). Earlier numpy-path notes (the
+`info_keys` opt-out, clipping against full-shape bounds, `np.vecdot`, radix-sorted task ids) still apply
+to `MEMAGENT_NATIVE=0`.
 """
 
 

@@ -74,7 +74,9 @@ class EpisodePlans(NamedTuple):
     """Precomputed episodes of ``B`` copies (``L = episode_length + 1`` rows; observations are assembled
     per step by :func:`observe`).
 
-    Arrays are *time-major*, so that step ``t`` reads contiguous ``(B, ·)`` slices: ``xs`` (L, B, d) float32
+    Arrays are indexed *time-major* (the numpy path stores them so, so that step ``t`` reads contiguous
+    ``(B, ·)`` slices; the native kernel stores each copy's episode contiguously and these are time-major
+    views of its ``(B, L, ·)`` arrays; rows are contiguous either way): ``xs`` (L, B, d) float32
     inputs, ``ys`` (L, B, d) float32 targets, ``feedback`` the fed-back values (target feedback: (L, B, d)
     targets plus noise, the same array as ``ys`` without noise; reward feedback: (L, B) noise added to
     the reward; no feedback: None), ``tasks`` (L, B) int64 and ``switched`` (L, B) bool.
@@ -174,8 +176,9 @@ def build_episodes_native(
     buffers: native.BufferPool | None = None,
 ) -> EpisodePlans:
     """:func:`build_episodes` with the native kernel (:mod:`envs.native`): Box–Muller inputs and noise and
-    the built-in targets in one pass per copy, straight into the time-major arrays; the targets of user
-    tasks (arbitrary numpy callables) are then computed here, one call per user task present."""
+    the built-in targets in one pass per copy, straight into each copy's block of the episode arrays; the
+    targets of user tasks (arbitrary numpy callables) are then computed here, one call per user task
+    present. Not bitwise equal to the numpy path (max differences: ``tests/test_envs_native.py``)."""
     n_x, n_noise, _ = episode_words(layout, schedule)
     length, d = layout.episode_length + 1, layout.dim
     words = np.ascontiguousarray(words, dtype=np.uint64)

@@ -3,13 +3,16 @@
 ``RegressionVecEnv(n, env_kwargs)`` behaves exactly like ``DummyVecEnv([lambda: NonStationaryRegression(
 **env_kwargs)] * n)`` — same observations, rewards, dones and infos step for step under the same seeds,
 same-step autoreset with ``info["terminal_observation"]`` and ``info["TimeLimit.truncated"]``, ``seed``,
-``get_attr``/``set_attr``/``env_method`` — but steps all copies in one numpy computation.
+``get_attr``/``set_attr``/``env_method`` — but steps all copies in one computation.
 
 How: every copy keeps its own :class:`NonStationaryRegression` instance for its random generator, its task
-pool and its methods. At reset each copy draws its episode's randomness from its own generator (the only
-per-copy loop, once per episode, into one reused buffer); inputs and targets of the whole episode are then
-computed for all copies at once into time-major ``(L, n, ·)`` arrays, and a step is a handful of array
-operations on the contiguous slice ``t``. ``info_keys`` can leave out per-step info entries for speed.
+pool and its methods. At reset each copy's episode randomness is drawn from its own generator (the same
+words as the single env's ``random_raw``, all copies in one call of the native kernel, or one numpy call
+per copy); inputs and targets of the whole episode are then computed for all copies at once — by the
+native episode kernel (:mod:`envs.native`: one C pass per copy) or, with ``MEMAGENT_NATIVE=0`` or without
+a C compiler, by numpy — into ``(L, n, ·)`` arrays, and a step is one fused kernel call (or a handful
+of array operations) on slice ``t``. The single env uses the same code with ``n = 1``, so both paths
+keep the two exactly equal. ``info_keys`` can leave out per-step info entries for speed.
 
 All copies share one clock (episodes have a fixed length), so they are reset together. Call ``reset`` on
 the VecEnv, never ``env_method("reset")``; methods that change the task pool (``set_phase``,

@@ -3,6 +3,7 @@ path, user tasks next to built-in ones, buffer recycling that never changes what
 
 from __future__ import annotations
 
+import ctypes
 import pickle
 
 import numpy as np
@@ -206,3 +207,26 @@ def test_draw_words_equals_random_raw_and_leaves_the_same_state(bit_generator):
         assert pickle.dumps(g.bit_generator.state) == pickle.dumps(ref.bit_generator.state)
         assert g.integers(0, 2**31, size=5).tolist() == ref.integers(0, 2**31, size=5).tolist()
     assert native.pcg64_exact(lib)
+
+
+def test_portable_build_gives_bitwise_the_same_episodes(tmp_path, monkeypatch):
+    """-ffp-contract=off and IEEE operations only: the kernel built without -march/-m flags (another CPU,
+    no AVX, no FMA) computes exactly the same inputs, targets and noise."""
+    from memagent import cbuild
+
+    monkeypatch.setenv("MEMAGENT_CACHE_DIR", str(tmp_path))
+    portable = native._bind(
+        ctypes.CDLL(str(cbuild.compile_library(native.SOURCE, cbuild.portable_flags(native.FLAGS))))
+    )
+    words = random_words(3 * 777, seed=4).reshape(3, 777)
+    tasks = np.random.default_rng(0).integers(0, 4, size=(3, 21))
+    kinds = np.array([0, 1, 2, -1], np.int32)
+    params = np.array([0, 0, 2.5, 0], np.float32)
+    outs = [
+        native.build_episodes(lib, words, 700, 70, 21, 64, "target", 0.7, tasks, kinds, params)
+        for lib in (native.load(), portable)
+    ]
+    builtin = (kinds[tasks] != -1).T  # (L, B): the kernel leaves the rows of user tasks unwritten
+    for i, (a, b) in enumerate(zip(outs[0][:3], outs[1][:3])):
+        np.testing.assert_array_equal(a[builtin] if i == 1 else a, b[builtin] if i == 1 else b)
+    assert outs[0][3] == outs[1][3] == int((~builtin).sum())
