@@ -160,14 +160,18 @@ def test_recycled_buffers_never_change_what_a_caller_holds(monkeypatch):
             kept += [(infos[1]["terminal_observation"], infos[1]["terminal_observation"].copy())]
     for array, value in kept:
         np.testing.assert_array_equal(array, value)
-    pool = native.BufferPool(per_shape=2)
-    a = pool.get((2, 3))
-    view = a[0]
-    del a
-    b = pool.get((2, 3))
-    assert not np.shares_memory(b, view)  # a view keeps its buffer out of the pool
-    del view, b
-    assert len({id(pool.get((2, 3))) for _ in range(3)}) == 1  # a free buffer is handed out again
+    for huge_from in (1 << 30, 0):  # plain arrays; arrays inside a huge-page-aligned allocation
+        pool = native.BufferPool(per_shape=2, huge_from=huge_from)
+        a = pool.get((2, 3))
+        view = a.swapaxes(0, 1)[1]
+        del a
+        b = pool.get((2, 3))
+        assert not np.shares_memory(b, view)  # a view keeps its buffer out of the pool
+        c = pool.get((2, 3))
+        assert not np.shares_memory(b, c)  # so does holding the array itself
+        del view, b, c
+        assert len({id(pool.get((2, 3))) for _ in range(3)}) == 1  # a free buffer is handed out again
+    assert pool.get((1024, 512)).ctypes.data % (2 << 20) == 0
 
 
 def test_task_kinds_recognise_builtin_tasks_only():
