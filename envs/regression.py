@@ -537,6 +537,7 @@ class NonStationaryRegression(gym.Env):
         self._plan: EpisodePlans | None = None
         self._stepper: Stepper | None = None
         self._ring: native.OutputRing | None = None  # the native step's recycled outputs
+        self._native = False  # whether the current episode was built by the native kernel
         self._t = 0
         self._revealed = revealed_mask(self.layout)
         self._n_words = sum(episode_words(self.layout, self.schedule))
@@ -632,6 +633,7 @@ class NonStationaryRegression(gym.Env):
         """Start an episode; ``options`` is unused. Returns ``(obs (D,), {"task_id": k_0})``."""
         self.seed_stream(seed)
         library = native.load()
+        self._native = library is not None
         self._plan = build_episodes(
             self.layout, self.schedule, self.draw_words()[None], [self._pool], library
         )
@@ -640,6 +642,19 @@ class NonStationaryRegression(gym.Env):
         self._t = 0
         obs = observe(self.layout, self._plan, 0, None, self._revealed)
         return obs[0], {"task_id": int(self._plan.tasks[0, 0])}
+
+    def __getstate__(self) -> dict[str, Any]:
+        """For ``copy.deepcopy``/pickling: the native step (ctypes pointers) is rebuilt, not copied."""
+        state = self.__dict__.copy()
+        state["_stepper"] = state["_ring"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        if self._plan is not None:
+            library = native.load() if self._native else None
+            self._stepper = make_stepper(self.layout, self._plan, self._revealed, library)
+            self._ring = getattr(self._stepper, "ring", None)
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
         """Score the prediction ``action`` (d,) against ``y_t`` and move to step ``t+1``."""

@@ -82,6 +82,7 @@ class RegressionVecEnv(VecEnv):
         self._t = -1  # -1: not reset yet
         self._plans: EpisodePlans | None = None
         self._stepper: Stepper | None = None
+        self._native = False  # whether the current episodes were built by the native kernel
         self._buffers = native.BufferPool()  # the episode arrays, recycled when no one holds them
         self._ring = native.OutputRing(int(num_envs), first.layout.obs_size)  # the steps' outputs, likewise
         super().__init__(int(num_envs), first.observation_space, first.action_space)
@@ -110,6 +111,7 @@ class RegressionVecEnv(VecEnv):
             if seed is not None:
                 env.seed_stream(seed)
         library = native.load()
+        self._native = library is not None
         generators = [env.np_random for env in self.envs]
         if library is not None and len({id(g) for g in generators}) == len(generators):
             native.draw_words(library, generators, words)  # = each env's draw_words(), in one C call
@@ -134,6 +136,21 @@ class RegressionVecEnv(VecEnv):
         self._reset_seeds()
         self._reset_options()
         return obs
+
+    def __getstate__(self) -> dict[str, Any]:
+        """For ``copy.deepcopy``/pickling: the native step (ctypes pointers) and the recycling pools are
+        rebuilt, not copied."""
+        state = self.__dict__.copy()
+        state["_stepper"] = state["_ring"] = state["_buffers"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._buffers = native.BufferPool()
+        self._ring = native.OutputRing(self.num_envs, self.layout.obs_size)
+        if self._plans is not None:
+            library = native.load() if self._native else None
+            self._stepper = make_stepper(self.layout, self._plans, self._revealed, library, self._ring)
 
     def step_async(self, actions: np.ndarray) -> None:
         self._actions = actions

@@ -186,3 +186,23 @@ def test_sb3_ppo_runs_on_the_batched_env():
     model = PPO("MlpPolicy", venv, n_steps=8, batch_size=16, n_epochs=1, seed=0, device="cpu")
     model.learn(total_timesteps=64)
     assert model.num_timesteps == 64
+
+
+def test_deepcopy_continues_the_same_episode():
+    """A deep copy (e.g. to evaluate from a snapshot) steps exactly like the original, on either path."""
+    import copy
+
+    kwargs = {"dim": 3, "episode_length": 6, "period": 2}
+    venv, env = RegressionVecEnv(2, kwargs, seed=4), NonStationaryRegression(**kwargs)
+    venv.reset()
+    env.reset(seed=4)
+    actions = np.full((2, 3), 0.2, np.float32)
+    venv.step(actions)
+    env.step(actions[0])
+    venv_copy, env_copy = copy.deepcopy(venv), copy.deepcopy(env)
+    for _ in range(8):  # crosses an autoreset
+        a, b = venv.step(actions), venv_copy.step(actions)
+        for x, y in zip(a[:3], b[:3]):
+            np.testing.assert_array_equal(x, y)
+    for _ in range(4):
+        np.testing.assert_array_equal(env.step(actions[0])[0], env_copy.step(actions[0])[0])
