@@ -35,41 +35,43 @@ from envs.vector import INFO_KEYS, RegressionVecEnv  # noqa: E402
 RESULTS = Path(__file__).resolve().parent / "results" / "vec_env.md"
 
 NOTES = """
-**The native episode kernel** (`envs/native/`, issue 3's second round). C compiled at first use
+**The native episode kernel** (`envs/native/`, issue 3, second round). Plain C compiled at first use
 (`memagent.cbuild`; numpy fallback, `MEMAGENT_NATIVE=0`), used by the single env and the batched env
-alike, so the two stay exactly equal. Per episode, one C pass per copy: the copy's PCG64 words advanced
-inline from the generator's public state (the same words and final state as `random_raw`, checked once
-per process), Box–Muller (float32 polynomial log/sin/cos, vectorised; max error 5e-7 against float64,
-numpy's own float32 path 1.8e-6) straight into the copy's block of the episode arrays, the targets of
-`sin_mean`/`half_cos_mean`/`tanh_shift(k)` per row (error ≤ 8e-8; rows of user tasks go to their numpy
-callables), the feedback noise. Per step, one C call: clip, squared error, reward, observation, into
-recycled output arrays (handed out again only when no caller holds them or a view of them, by
-reference count), no allocation. The episode arrays are recycled the same way.
+alike, so the two stay exactly equal. Per episode, for all copies in one call: every copy's PCG64 words
+(advanced inline on the generator's state: the same words and final state as `random_raw`, checked at
+first use), then one C pass per copy: Box–Muller (float32 polynomial log/sin/cos, vectorised; max error
+5.3e-7 against float64 — numpy's float32 path: 1.8e-6) straight into the copy's block of the episode
+arrays, the targets of `sin_mean`/`half_cos_mean`/`tanh_shift(k)` per row (error ≤ 8e-8; rows of user
+tasks go to their numpy callables), the feedback noise. Per step, one C call: clip, squared error,
+reward, observation, written into recycled output arrays. Arrays are recycled only when no caller holds
+them or a view of them (reference counts), so no one ever sees data change.
 
-Both sides share that code, so the single env under DummyVecEnv got faster too — more than the batched
-env in relative terms (its per-step numpy calls at B = 1 were mostly overhead): see the second table.
-The speed-up the issue measures therefore *fell* (numpy path → native path, both sides), although the
-batched env got faster in absolute terms; against the single env as it was before this kernel (numpy
-path), the native batched env is the last figure below the second table.
+Before/after, side by side in one run (second table above; `MEMAGENT_NATIVE=0` is the code before the
+kernel): the batched env got 1.75× faster, but the single env under DummyVecEnv got 1.66× faster too —
+it runs the same kernel, and its numpy calls at B = 1 were mostly overhead — so the speed-up the issue
+measures moved only from 18.3× to 19.3× (17.5× in the first table, measured earlier in the same run;
+rows differ by the machine's load, which drifted between ≈ 1.3 and 1.8 during the run: other jobs on
+the 2 CPUs). Against the single env as it was before the kernel, the native batched env is 32×.
+**30× is not reached** on the issue's measure with default infos: ≈ 17–19×; with
+`info_keys=("task_id", "switched")` ≈ 22×, with no env info entries ≈ 26×.
 
-Where a 64-env step's CPU time goes on the native path (≈ 70 µs on this loaded machine; microbenchmarks
-in one process): the 64 info dicts ≈ 23 µs (default keys; `target` row views are a third of it),
-the episode build every 200 steps ≈ 25 µs a step (PCG64 words ≈ 1.1 ms, Box–Muller and targets
-≈ 2.7 ms, task sequences ≈ 0.5 ms per episode), the fused step ≈ 6 µs, the rest Python glue. The
-DummyVecEnv side costs ≈ 15 µs per env-step, i.e. ≈ 1 ms per 64 env-steps, so 30× needs ≈ 33 µs per
-batched step: the info dicts alone are two thirds of that. **30× is not reached**; with identical
-semantics and default infos the batched env is ≈ 13–15× the (now faster) single env.
+Where a 64-env step's time goes on the native path (≈ 65 µs in microbenchmarks on this machine, one
+process): the 64 info dicts ≈ 23 µs (the `target` row views a third of it) — a third of the step and
+irreducible in Python with identical infos; the episode build every 200 steps ≈ 23 µs a step (PCG64
+words ≈ 1.2 ms, Box–Muller and targets ≈ 2.5 ms, task sequences ≈ 0.5 ms per episode); the fused step
+≈ 7 µs; Python glue the rest. The DummyVecEnv side costs ≈ 15 µs per env-step (≈ 1 ms per 64), so
+30× needs ≈ 33 µs per batched step: the info dicts alone are two thirds of it.
 
-Tried and kept (each measured side by side): copy-major episode blocks (the kernel writes each copy's
-episode contiguously; the env views them time-major) instead of scattering rows time-major (≈ 30 %
-of the kernel); recycling the episode arrays (fresh 3.3 MB arrays cost a page fault per 4 KiB on first
-touch, about as much as computing them); words drawn in C (no per-copy Python call and copy), then
-PCG64 advanced inline (≈ 3.7× `random_raw`); `-mprefer-vector-width=512` (≈ 30 % on Box–Muller where
-there is AVX-512); the step writing into recycled outputs instead of fresh arrays (a fresh array's
-address costs ≈ 1.6 µs through ctypes). Tried and dropped: per-episode observation and reward blocks
-(the step then writes cold memory: slower than the recycled outputs). Earlier numpy-path notes (the
-`info_keys` opt-out, clipping against full-shape bounds, `np.vecdot`, radix-sorted task ids) still apply
-to `MEMAGENT_NATIVE=0`.
+Kept (each measured side by side): copy-major episode blocks (each copy's episode written contiguously,
+viewed time-major) rather than scattering rows (≈ 30 % of the kernel); recycling the episode arrays
+(fresh 3.3 MB arrays cost a page fault per 4 KiB on first touch, about as much as computing them);
+placing them on transparent huge pages (a step reads 64 rows scattered over them: with 4 KiB pages each
+is a TLB miss; the fused step went 15 → 8 µs with the step index moving); drawing the words in C (no
+Python call and copy per copy) with PCG64 inline (3.7× `random_raw`); `-mprefer-vector-width=512`
+(≈ 30 % on Box–Muller where there is AVX-512); the step writing into recycled outputs (a fresh array's
+address through ctypes costs ≈ 1.6 µs). Dropped: per-episode observation/reward blocks (the step then
+writes cold memory). The numpy path's earlier notes (the `info_keys` opt-out, clipping against
+full-shape bounds, `np.vecdot`, radix-sorted task ids) still apply with `MEMAGENT_NATIVE=0`.
 """
 
 
