@@ -126,8 +126,6 @@ def _bind(library: ctypes.CDLL) -> ctypes.CDLL:
     library.ek_draw_words.restype = None
     library.ek_pcg64_words.argtypes = [ctypes.c_int, _pointer, _i64, _pointer, _i64]
     library.ek_pcg64_words.restype = ctypes.c_int
-    library.ek_pcg64_words_inplace.argtypes = [ctypes.c_int, _pointer, _i64, _pointer, _i64]
-    library.ek_pcg64_words_inplace.restype = ctypes.c_int
     library.ek_step.argtypes = [_pointer, ctypes.c_int, _pointer, _pointer]
     library.ek_step.restype = None
     return library
@@ -171,7 +169,7 @@ def gaussians(words: np.ndarray, count: int) -> np.ndarray:
 
 
 _MASK64 = (1 << 64) - 1
-_PCG64_CHECKED: dict[tuple[int, str], bool] = {}
+_PCG64_CHECKED: dict[int, bool] = {}
 
 
 def _bitgen_addresses(bit_generators: Sequence[Any]) -> np.ndarray:
@@ -179,13 +177,6 @@ def _bitgen_addresses(bit_generators: Sequence[Any]) -> np.ndarray:
     return np.fromiter(
         (bg.ctypes.bit_generator.value for bg in bit_generators), np.uint64, len(bit_generators)
     )
-
-
-def _pcg64_inplace(library: ctypes.CDLL, bit_generators: Sequence[Any], words: np.ndarray) -> bool:
-    """The inline PCG64 path on the generators' own state memory (no Python per copy)."""
-    addresses = _bitgen_addresses(bit_generators)
-    b, w = words.shape
-    return library.ek_pcg64_words_inplace(b, addresses.ctypes.data, w, words.ctypes.data, w) == 0
 
 
 def _pcg64_words(library: ctypes.CDLL, bit_generators: Sequence[Any], words: np.ndarray) -> bool:
@@ -209,14 +200,11 @@ def _pcg64_words(library: ctypes.CDLL, bit_generators: Sequence[Any], words: np.
     return True
 
 
-def pcg64_exact(library: ctypes.CDLL, how: str = "state") -> bool:
+def pcg64_exact(library: ctypes.CDLL) -> bool:
     """Whether the kernel's inline PCG64 reproduces ``PCG64.random_raw`` (words and final state) in this
-    process, through the public ``state`` (``how="state"``) or in place on numpy's internal state memory
-    (``how="inplace"``: the layout is checked, not assumed); checked once per library, on throwaway
-    generators."""
-    key = (id(library), how)
+    process; checked once per library, on throwaway generators."""
+    key = id(library)
     if key not in _PCG64_CHECKED:
-        draw = _pcg64_words if how == "state" else _pcg64_inplace
         ok = True
         for seed in (20241128, 7):
             reference, candidate = np.random.PCG64(seed), np.random.PCG64(seed)
@@ -224,7 +212,7 @@ def pcg64_exact(library: ctypes.CDLL, how: str = "state") -> bool:
             candidate.advance(12345)
             expected = reference.random_raw(37)
             got = np.empty((1, 37), np.uint64)
-            ok = ok and draw(library, [candidate], got)
+            ok = ok and _pcg64_words(library, [candidate], got)
             ok = ok and np.array_equal(got[0], expected) and candidate.state == reference.state
         _PCG64_CHECKED[key] = bool(ok)
     return _PCG64_CHECKED[key]
@@ -234,11 +222,10 @@ def draw_words(library: ctypes.CDLL, generators: Sequence[np.random.Generator], 
     """``words[b] = generators[b].bit_generator.random_raw(W)`` for every copy, in one kernel call.
 
     The same raw words in the same order as ``random_raw``, and the generators end in the same state.
-    For numpy's ``PCG64`` (Gymnasium's generator) the kernel advances the 128-bit LCG inline, on the
-    generator's state memory or else through its public ``state`` (each way verified against
-    ``random_raw`` once per process: :func:`pcg64_exact`); for any
-    other bit generator it calls its ``next_raw`` through numpy's public ``bitgen_t`` interface. Each
-    generator's lock is held meanwhile, as ``random_raw`` does.
+    For numpy's ``PCG64`` (Gymnasium's generator) the kernel advances the 128-bit LCG inline from the
+    generator's public ``state`` (verified against ``random_raw`` once per process: :func:`pcg64_exact`);
+    for any other bit generator it calls its ``next_raw`` through numpy's public ``bitgen_t`` interface.
+    Each generator's lock is held meanwhile, as ``random_raw`` does.
 
     :param generators: ``B`` numpy generators (distinct objects).
     :param words: ``(B, W)`` uint64, C-contiguous: the output.
@@ -248,10 +235,8 @@ def draw_words(library: ctypes.CDLL, generators: Sequence[np.random.Generator], 
     for lock in locks:
         lock.acquire()
     try:
-        if all(type(bg) is np.random.PCG64 for bg in bit_generators):
-            if pcg64_exact(library, "inplace") and _pcg64_inplace(library, bit_generators, words):
-                return
-            if pcg64_exact(library, "state") and _pcg64_words(library, bit_generators, words):
+        if all(type(bg) is np.random.PCG64 for bg in bit_generators) and pcg64_exact(library):
+            if _pcg64_words(library, bit_generators, words):
                 return
         addresses = _bitgen_addresses(bit_generators)
         library.ek_draw_words(

@@ -255,33 +255,6 @@ int ek_pcg64_words(int B, uint64_t *state, int64_t n, uint64_t *words, int64_t s
 #endif
 }
 
-/* ek_pcg64_words on the generators' own states, reached through bitgen_t.state -> numpy's pcg64_state,
- * whose first member points to the 128-bit (state, increment) pair. That layout is numpy's internal one:
- * envs/native/__init__.py uses this only after checking it against random_raw in the running process. */
-int ek_pcg64_words_inplace(int B, bitgen_t *const *bitgens, int64_t n, uint64_t *words, int64_t stride) {
-#ifdef __SIZEOF_INT128__
-    enum { G = 64 };
-    uint64_t packed[4 * G];
-    for (int b0 = 0; b0 < B; b0 += G) {
-        const int g = B - b0 < G ? B - b0 : G;
-        __uint128_t *rng[G];
-        for (int k = 0; k < g; ++k) {
-            rng[k] = *(__uint128_t **)bitgens[b0 + k]->state;
-            packed[4 * k] = (uint64_t)(rng[k][0] >> 64);
-            packed[4 * k + 1] = (uint64_t)rng[k][0];
-            packed[4 * k + 2] = (uint64_t)(rng[k][1] >> 64);
-            packed[4 * k + 3] = (uint64_t)rng[k][1];
-        }
-        ek_pcg64_words(g, packed, n, words + b0 * stride, stride);
-        for (int k = 0; k < g; ++k) rng[k][0] = ((__uint128_t)packed[4 * k] << 64) | packed[4 * k + 1];
-    }
-    return 0;
-#else
-    (void)B, (void)bitgens, (void)n, (void)words, (void)stride;
-    return -1;
-#endif
-}
-
 /* Whole episodes of B copies (L = episode length + 1 rows, dimension d), copy-major outputs.
  *   words (B, stride) uint64: copy b's words; [0, n_x) inputs, [n_x, n_x + n_noise) feedback noise
  *   tasks (B, L) int64 task ids; kinds/params per task id (TASK_*; other kinds: a user task)
