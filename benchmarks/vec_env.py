@@ -47,13 +47,14 @@ reward, observation, written into recycled output arrays. Arrays are recycled on
 them or a view of them (reference counts), so no one ever sees data change.
 
 Before/after, side by side in one run (second table above; `MEMAGENT_NATIVE=0` is the code before the
-kernel): the batched env got 1.75× faster, but the single env under DummyVecEnv got 1.66× faster too —
+kernel): the batched env got 1.68× faster, but the single env under DummyVecEnv got 1.82× faster too —
 it runs the same kernel, and its numpy calls at B = 1 were mostly overhead — so the speed-up the issue
-measures moved only from 18.3× to 19.3× (17.5× in the first table, measured earlier in the same run;
-rows differ by the machine's load, which drifted between ≈ 1.3 and 1.8 during the run: other jobs on
-the 2 CPUs). Against the single env as it was before the kernel, the native batched env is 32×.
-**30× is not reached** on the issue's measure with default infos: ≈ 17–19×; with
-`info_keys=("task_id", "switched")` ≈ 22×, with no env info entries ≈ 26×.
+measures did not improve: 18.9× → 17.4× here; an earlier full run of the same code but an in-place
+PCG64 variant (dropped: it relied on numpy's internal struct layout for ≈ 1 % of a step), under heavier
+load, gave 18.3× → 19.3× (batched 1.75×, single 1.66×). That is run-to-run noise: other jobs share the
+2 CPUs (load ≈ 1.3–1.9). Against the single env as it was before the kernel, the native batched env
+is ≈ 32× (31.6× here, 32.1× in that run). **30× is not reached** on the issue's measure with default
+infos: ≈ 17–19×; with `info_keys=("task_id", "switched")` ≈ 20–22×, with no env info entries ≈ 24–26×.
 
 Where a 64-env step's time goes on the native path (≈ 65 µs in microbenchmarks on this machine, one
 process): the 64 info dicts ≈ 23 µs (the `target` row views a third of it) — a third of the step and
