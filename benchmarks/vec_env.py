@@ -10,6 +10,7 @@ rounds in this one process). Prints Markdown tables and writes them to ``benchma
 
     .venv/bin/python benchmarks/vec_env.py            # full run (a few minutes on 2 busy cores)
     .venv/bin/python benchmarks/vec_env.py --quick    # smoke run
+    .venv/bin/python benchmarks/vec_env.py --accuracy # the native kernel's errors against float64
 """
 
 from __future__ import annotations
@@ -155,10 +156,60 @@ def paths_table(env_id: str, n_envs: int, n_steps: int, rounds: int) -> list[str
     return rows
 
 
+def accuracy(n_pairs: int = 500_000, seed: int = 7) -> list[str]:
+    """Markdown rows: max errors of the native kernel's Gaussians and targets against float64 evaluations
+    of the same formulas on the same float32 uniforms / inputs, and of the numpy path's Gaussians."""
+    from envs import native
+    from envs.regression import NonStationaryRegression, gaussians
+    from envs.tasks import get_task
+
+    if native.load() is None:
+        return ["(the native kernel is unavailable: no C compiler, or MEMAGENT_NATIVE=0)"]
+    words = np.random.default_rng(seed).integers(0, 2**64, size=(1, n_pairs), dtype=np.uint64)
+    halves = words.view(np.uint32)
+    u1 = (halves[:, :n_pairs].astype(np.float32) + np.float32(0.5)) * np.float32(2.0**-32)
+    u2 = halves[:, n_pairs:].astype(np.float32) * np.float32(2.0**-32)
+    radius = np.sqrt(-2.0 * np.log(u1.astype(np.float64)))
+    angle = 2.0 * np.pi * u2.astype(np.float64)
+    ref = np.concatenate([radius * np.cos(angle), radius * np.sin(angle)], axis=1)
+    z_native, z_numpy = native.gaussians(words, 2 * n_pairs), gaussians(words, 2 * n_pairs)
+    rows = [
+        f"Max errors against float64 ({2 * n_pairs:,} Gaussians, seed {seed}; targets on 2,001 × 64 inputs):",
+        "",
+        "| quantity | max abs error | max error / max(1, abs(reference)) |",
+        "|---|---:|---:|",
+    ]
+    for name, z in (("Gaussians, native kernel", z_native), ("Gaussians, numpy path", z_numpy)):
+        err = np.abs(z - ref)
+        rows.append(f"| {name} | {err.max():.2e} | {(err / np.maximum(np.abs(ref), 1.0)).max():.2e} |")
+    rows.append(f"| Gaussians, native − numpy | {np.abs(z_native - z_numpy).max():.2e} | |")
+    saved = os.environ.get("MEMAGENT_NATIVE")
+    os.environ["MEMAGENT_NATIVE"] = "1"
+    try:
+        for task in ("sin_mean", "half_cos_mean", "tanh_shift_2", "tanh_shift_3", "tanh_shift_-1.5"):
+            env = NonStationaryRegression(dim=64, tasks=[task], schedule="none", episode_length=2000)
+            env.reset(seed=1)
+            xs, ys = env._plan.xs[:, 0].astype(np.float64), env._plan.ys[:, 0]
+            target = get_task(task).fn(xs)
+            err = np.abs(ys - target)
+            relative = (err / np.maximum(np.abs(target), 1.0)).max()
+            rows.append(f"| targets `{task}`, native | {err.max():.2e} | {relative:.2e} |")
+    finally:
+        if saved is None:
+            os.environ.pop("MEMAGENT_NATIVE", None)
+        else:
+            os.environ["MEMAGENT_NATIVE"] = saved
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="one configuration, short rounds")
+    parser.add_argument("--accuracy", action="store_true", help="only the native kernel's errors")
     args = parser.parse_args()
+    if args.accuracy:
+        print("\n".join(accuracy()))
+        return
     v0 = "memagent/NonStationaryRegression-v0"
     no_target = ("task_id", "switched")
     if args.quick:
