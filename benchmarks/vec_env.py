@@ -248,6 +248,8 @@ def main() -> None:
     paths = paths_table(v0, 64, n_steps, rounds)
     print("\n".join(paths), flush=True)
     table = header + "\n" + "\n".join(rows) + "\n\n" + "\n".join(paths) + "\n"
+    if not args.quick:
+        table += "\n" + "\n".join(accuracy()) + "\n"
     print()
     print(table)
     if not args.quick:
