@@ -214,6 +214,13 @@ def main(argv: list[str] | None = None) -> None:
             out.append(
                 f"| {seed} | {name} | " + " | ".join(format(res[s][field], fmt) for s in (0, *steps)) + " |"
             )
+        if field == 0 and len(seeds) > 1:  # the mean over seeds of each variant (NaN if a seed diverged)
+            for name, _ in variants:
+                means = [
+                    format(sum(r[s][0] for _, n, r in rows if n == name) / len(seeds), fmt)
+                    for s in (0, *steps)
+                ]
+                out.append(f"| all {len(seeds)} | {name} | " + " | ".join(means) + " |")
         return out
 
     seeds_arg = ",".join(map(str, seeds))
