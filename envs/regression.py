@@ -138,7 +138,6 @@ def build_episodes(
     words: np.ndarray,
     pools: Sequence[np.ndarray],
     library: ctypes.CDLL | None = None,
-    buffers: native.BufferPool | None = None,
 ) -> EpisodePlans:
     """Episodes of ``B`` copies from their random words, all copies at once (inputs, noise, tasks, plans).
 
@@ -147,10 +146,9 @@ def build_episodes(
     :param pools: each copy's task pool.
     :param library: the native kernel (:func:`envs.native.load`): inputs, built-in targets and noise in one
         C pass per copy (:func:`build_episodes_native`); None: the numpy path below.
-    :param buffers: with the kernel, recycle the episode arrays (see :class:`envs.native.BufferPool`).
     """
     if library is not None:
-        return build_episodes_native(layout, schedule, words, pools, library, buffers)
+        return build_episodes_native(layout, schedule, words, pools, library)
     n_x, n_noise, _ = episode_words(layout, schedule)
     b, length, d = words.shape[0], layout.episode_length + 1, layout.dim
     xs = gaussians(words[:, :n_x], length * d).reshape(b, length, d)
@@ -173,7 +171,6 @@ def build_episodes_native(
     words: np.ndarray,
     pools: Sequence[np.ndarray],
     library: ctypes.CDLL,
-    buffers: native.BufferPool | None = None,
 ) -> EpisodePlans:
     """:func:`build_episodes` with the native kernel (:mod:`envs.native`): Box–Muller inputs and noise and
     the built-in targets in one pass per copy, straight into each copy's block of the episode arrays; the
@@ -197,7 +194,6 @@ def build_episodes_native(
         tasks,
         kinds,
         params,
-        buffers,
     )
     tasks = np.ascontiguousarray(tasks.T)
     if n_user:  # (t, b) rows of user tasks, one vectorised call per task
@@ -360,16 +356,13 @@ def make_stepper(
     plans: EpisodePlans,
     revealed: np.ndarray,
     library: ctypes.CDLL | None,
-    ring: native.OutputRing | None = None,
 ) -> Stepper:
     """The step function of one episode: the native fused step (:class:`envs.native.StepKernel`, on plans
     built by the kernel) with the kernel, else :func:`score` then :func:`observe` (numpy). The single env
-    and the batched env use the same one, so they stay exactly equal.
-
-    :param ring: with the kernel, the recycled output arrays (:class:`envs.native.OutputRing`).
+    and the batched env use the same one, so they stay exactly equal. Both return fresh arrays every step.
     """
     if library is not None:
-        return native.StepKernel(library, layout, plans, revealed, ring)
+        return native.StepKernel(library, layout, plans, revealed)
 
     def numpy_step(t: int, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         rewards = score(layout, actions, plans.ys[t])
@@ -536,7 +529,6 @@ class NonStationaryRegression(gym.Env):
         self.observation_space = spaces.Box(-np.inf, np.inf, (self.layout.obs_size,), np.float32)
         self._plan: EpisodePlans | None = None
         self._stepper: Stepper | None = None
-        self._ring: native.OutputRing | None = None  # the native step's recycled outputs
         self._native = False  # whether the current episode was built by the native kernel
         self._t = 0
         self._revealed = revealed_mask(self.layout)
@@ -637,8 +629,7 @@ class NonStationaryRegression(gym.Env):
         self._plan = build_episodes(
             self.layout, self.schedule, self.draw_words()[None], [self._pool], library
         )
-        self._stepper = make_stepper(self.layout, self._plan, self._revealed, library, self._ring)
-        self._ring = getattr(self._stepper, "ring", None)
+        self._stepper = make_stepper(self.layout, self._plan, self._revealed, library)
         self._t = 0
         obs = observe(self.layout, self._plan, 0, None, self._revealed)
         return obs[0], {"task_id": int(self._plan.tasks[0, 0])}
@@ -646,7 +637,7 @@ class NonStationaryRegression(gym.Env):
     def __getstate__(self) -> dict[str, Any]:
         """For ``copy.deepcopy``/pickling: the native step (ctypes pointers) is rebuilt, not copied."""
         state = self.__dict__.copy()
-        state["_stepper"] = state["_ring"] = None
+        state["_stepper"] = None
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -654,7 +645,6 @@ class NonStationaryRegression(gym.Env):
         if self._plan is not None:
             library = native.load() if self._native else None
             self._stepper = make_stepper(self.layout, self._plan, self._revealed, library)
-            self._ring = getattr(self._stepper, "ring", None)
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
         """Score the prediction ``action`` (d,) against ``y_t`` and move to step ``t+1``."""

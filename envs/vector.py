@@ -83,8 +83,6 @@ class RegressionVecEnv(VecEnv):
         self._plans: EpisodePlans | None = None
         self._stepper: Stepper | None = None
         self._native = False  # whether the current episodes were built by the native kernel
-        self._buffers = native.BufferPool()  # the episode arrays, recycled when no one holds them
-        self._ring = native.OutputRing(int(num_envs), first.layout.obs_size)  # the steps' outputs, likewise
         super().__init__(int(num_envs), first.observation_space, first.action_space)
         self.layout = first.layout
         self.schedule = first.schedule
@@ -119,10 +117,9 @@ class RegressionVecEnv(VecEnv):
             for i, env in enumerate(self.envs):
                 words[i] = env.draw_words()
         pools = [env._pool for env in self.envs]
-        self._plans = None  # its arrays may be recycled now, unless a caller still holds them
-        self._stepper = None
-        self._plans = build_episodes(self.layout, self.schedule, words, pools, library, self._buffers)
-        self._stepper = make_stepper(self.layout, self._plans, self._revealed, library, self._ring)
+        self._plans = self._stepper = None  # the old episode's memory is freed unless a caller holds a view
+        self._plans = build_episodes(self.layout, self.schedule, words, pools, library)
+        self._stepper = make_stepper(self.layout, self._plans, self._revealed, library)
         self._t = 0
         if "task_id" in self.info_keys:
             self.reset_infos = [{"task_id": k} for k in self._plans.tasks[0].tolist()]
@@ -138,19 +135,16 @@ class RegressionVecEnv(VecEnv):
         return obs
 
     def __getstate__(self) -> dict[str, Any]:
-        """For ``copy.deepcopy``/pickling: the native step (ctypes pointers) and the recycling pools are
-        rebuilt, not copied."""
+        """For ``copy.deepcopy``/pickling: the native step (ctypes pointers) is rebuilt, not copied."""
         state = self.__dict__.copy()
-        state["_stepper"] = state["_ring"] = state["_buffers"] = None
+        state["_stepper"] = None
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        self._buffers = native.BufferPool()
-        self._ring = native.OutputRing(self.num_envs, self.layout.obs_size)
         if self._plans is not None:
             library = native.load() if self._native else None
-            self._stepper = make_stepper(self.layout, self._plans, self._revealed, library, self._ring)
+            self._stepper = make_stepper(self.layout, self._plans, self._revealed, library)
 
     def step_async(self, actions: np.ndarray) -> None:
         self._actions = actions

@@ -1,5 +1,5 @@
 """The native episode kernel (envs.native): accuracy against float64, statistics, agreement with the numpy
-path, user tasks next to built-in ones, buffer recycling that never changes what a caller holds."""
+path, user tasks next to built-in ones, fresh arrays: nothing a caller holds ever changes."""
 
 from __future__ import annotations
 
@@ -145,33 +145,50 @@ def test_user_tasks_next_to_builtin_ones_on_the_native_path(monkeypatch):
         np.testing.assert_allclose(oa, ob, atol=1e-5)
 
 
-def test_recycled_buffers_never_change_what_a_caller_holds(monkeypatch):
-    monkeypatch.setenv("MEMAGENT_NATIVE", "1")
+@pytest.mark.parametrize("native_on", [True, False])
+def test_returned_arrays_never_change_under_the_caller(native_on, monkeypatch):
+    """Observations, rewards, info targets and terminal observations a caller keeps (also only through a
+    view, or a torch tensor sharing the memory) keep their values over many steps and episodes."""
+    torch = pytest.importorskip("torch")
+    monkeypatch.setenv("MEMAGENT_NATIVE", "1" if native_on else "0")
     kwargs = {"dim": 4, "episode_length": 3, "period": 2}
     venv = RegressionVecEnv(3, kwargs, seed=0)
+    env = NonStationaryRegression(**kwargs)
     first = venv.reset()
+    single, _ = env.reset(seed=1)
     kept = []  # (array a caller holds, its value when returned)
     obs, rewards, _, infos = venv.step(np.zeros((3, 4), np.float32))
-    kept += [(first, first.copy()), (obs, obs.copy()), (rewards, rewards.copy())]
-    kept += [(infos[0]["target"], infos[0]["target"].copy())]
-    for _ in range(20):  # many episodes: the pool recycles whatever is not held
+    kept += [(first, first.copy()), (obs, obs.copy()), (rewards, rewards.copy()), (single, single.copy())]
+    kept += [(infos[0]["target"], infos[0]["target"].copy()), (obs[1:, 2], obs[1:, 2].copy())]
+    tensor = torch.from_numpy(obs[2])  # shares the memory; the ndarray itself is dropped below
+    kept += [(tensor.numpy(), tensor.numpy().copy())]
+    del obs
+    for i in range(20):  # many episodes and steps
         obs, rewards, done, infos = venv.step(np.full((3, 4), 0.3, np.float32))
+        single, r, _, truncated, info = env.step(np.full(4, 0.1 * i, np.float32))
+        kept += [(single, single.copy()), (info["target"], info["target"].copy())]
+        if truncated:
+            env.reset()
         if done.all():
             kept += [(infos[1]["terminal_observation"], infos[1]["terminal_observation"].copy())]
     for array, value in kept:
         np.testing.assert_array_equal(array, value)
-    for huge_from in (1 << 30, 0):  # plain arrays; arrays inside a huge-page-aligned allocation
-        pool = native.BufferPool(per_shape=2, huge_from=huge_from)
-        a = pool.get((2, 3))
-        view = a.swapaxes(0, 1)[1]
-        del a
-        b = pool.get((2, 3))
-        assert not np.shares_memory(b, view)  # a view keeps its buffer out of the pool
-        c = pool.get((2, 3))
-        assert not np.shares_memory(b, c)  # so does holding the array itself
-        del view, b, c
-        assert len({id(pool.get((2, 3))) for _ in range(3)}) == 1  # a free buffer is handed out again
-    assert pool.get((1024, 512)).ctypes.data % (2 << 20) == 0
+    assert not np.shares_memory(venv.step(np.zeros((3, 4), np.float32))[0], venv.step(np.zeros((3, 4)))[0])
+
+
+def test_episode_arrays_are_fresh_and_huge_page_aligned():
+    small = [native.episode_arrays([(2, 3), (5,)]) for _ in range(2)]
+    assert [a.shape for a in small[0]] == [(2, 3), (5,)] and small[0][0].dtype == np.float32
+    assert not np.shares_memory(small[0][0], small[1][0])  # below HUGE_FROM: separate arrays
+    shapes = [(64, 201, 64), (64, 201, 64), (64, 201)]  # 6.6 MB: packed into one huge-page allocation
+    first, second = native.episode_arrays(shapes), native.episode_arrays(shapes)
+    assert first[0].ctypes.data % (2 << 20) == 0 and [a.shape for a in first] == shapes
+    assert all(a.flags.c_contiguous and a.flags.writeable and a.ctypes.data % 64 == 0 for a in first)
+    assert not any(np.shares_memory(a, b) for a in first for b in [*second, *first] if a is not b)
+    for value, a in enumerate(first):  # the arrays lie inside the allocation, one after another
+        a[...] = value
+    assert [float(a.min()) == float(a.max()) == v for v, a in enumerate(first)] == [True] * 3
+    assert native.episode_arrays([(5, 7)], huge_from=0)[0].ctypes.data % (2 << 20) == 0
 
 
 def test_task_kinds_recognise_builtin_tasks_only():

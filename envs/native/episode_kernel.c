@@ -8,7 +8,7 @@
  *   - the feedback noise (target feedback: y + sigma n, or sigma n on the caller's rows; reward feedback:
  *     sigma n, (B, L)).
  * ek_step: the fused per-step scoring (clip, squared error, reward) and observation assembly, written
- * into the episode's observation and reward blocks.
+ * into the caller's observation and reward arrays (fresh ones every step: envs/native/__init__.py).
  *
  * Built with -O3 -march=native -ffp-contract=off (no fused multiply-add, no re-association), so every
  * element is the same IEEE float32 expression in vector and scalar code, whatever the batch size and
