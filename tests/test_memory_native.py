@@ -407,3 +407,45 @@ def test_bad_spin_setting_is_reported(monkeypatch, caplog):
     monkeypatch.setenv("MEMAGENT_NATIVE_SPIN_US", "fast")
     native._load_library(native._build(native._compiler()))  # the loaded library again (same handle)
     assert "MEMAGENT_NATIVE_SPIN_US='fast'" in caplog.text
+
+
+def test_torch_runs_one_thread_inside_the_loops_and_gets_its_threads_back(pool, monkeypatch):
+    """With several kernel threads the step loops run torch's small ops on one thread; torch's thread
+    count is back afterwards (also when the loop fails), and the numbers match the loop on torch's
+    threads."""
+    from memagent.memory.native import sequence
+
+    seen: list[int] = []
+    lstm_forward = native.load()[F64].lstm_forward
+
+    def spy(*args):
+        seen.append(torch.get_num_threads())
+        return lstm_forward(*args)
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        monkeypatch.setitem(
+            native._STATE, "functions", {**native.load(), F64: native.load()[F64]._replace(lstm_forward=spy)}
+        )
+        serial = dnc_results(2, F64, monkeypatch)
+        assert torch.get_num_threads() == 2 and set(seen) == {1}
+        monkeypatch.setattr(sequence, "SERIAL_TORCH_IN_LOOP", False)
+        seen.clear()
+        parallel = dnc_results(2, F64, monkeypatch)
+        assert set(seen) == {2}
+        for a, e in zip(serial, parallel, strict=True):
+            torch.testing.assert_close(a, e, rtol=1e-12, atol=1e-13)
+        monkeypatch.setattr(sequence, "SERIAL_TORCH_IN_LOOP", True)
+
+        def fail(*args):
+            raise RuntimeError("kernel failed")
+
+        monkeypatch.setitem(
+            native._STATE, "functions", {**native.load(), F64: native.load()[F64]._replace(lstm_forward=fail)}
+        )
+        with pytest.raises(RuntimeError, match="kernel failed"):
+            dnc_results(2, F64, monkeypatch)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

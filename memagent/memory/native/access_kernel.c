@@ -49,11 +49,13 @@ int access_kernel_version(void) { return 3; }
  * b = 0..B-1 into n contiguous chunks (n <= threads, n <= B, each chunk at least `grain` units of
  * estimated work; n = 1 runs inline); the calling thread and the pool's workers take chunks from
  * one atomic word (generation << 32 | next chunk << 16 | chunks), so a worker that wakes late
- * leaves its chunk to the others. Workers spin briefly on that word (the next call usually comes
- * within microseconds: a DNC step makes ~4 calls with a few small matrix products between them),
- * then sleep on a condition variable. One dispatch at a time: a second thread that calls while the
- * pool is busy runs its call inline (same results). After fork() the child starts with an empty
- * pool (pthread_atfork): its workers are created again at its first parallel call.
+ * leaves its chunk to the others. Idle workers watch that word for ~100 us, yielding the core
+ * between looks (the next call usually comes within microseconds: a DNC step makes ~4 calls with a
+ * few small matrix products between them), then sleep on a condition variable. When workers come
+ * late (the cores are busy with other work) calls use fewer chunks for a while (pool.limit). One
+ * dispatch at a time: a second thread that calls while the pool is busy runs its call inline (same
+ * results). After fork() the child starts with an empty pool (pthread_atfork): its workers are
+ * created again at its first parallel call.
  * ------------------------------------------------------------------------------------------------ */
 #define POOL_MAX 256
 #define WORD(gen, next, n) (((uint64_t)(gen) << 32) | ((uint64_t)(next) << 16) | (uint64_t)(n))

@@ -16,6 +16,8 @@ float32 / float64 tensors (see :func:`memagent.memory.native.supports`). A backw
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch
 from torch import Tensor
 
@@ -26,6 +28,28 @@ __all__ = ["dnc_sequence"]
 #: keep the step's norms, similarities and allocation order (and use M_t) for the backward instead of
 #: recomputing them: ~4 KiB per sample and step at N=128, R=4 (a switch for measuring it)
 KEEP_AUX = True
+
+#: while the kernel splits its batch loops over threads, run torch's own small per-step ops (the
+#: controller's matrix products) on one thread inside the step loops (see :func:`_steps`)
+SERIAL_TORCH_IN_LOOP = True
+
+
+def _steps(steps: range, kernel_threads: int, batch: int) -> Iterator[int]:
+    """The loop's steps; while they run, torch uses one thread when the kernel uses several.
+
+    The per-step matrix products are small (B x 4H rows); with several torch threads each one wakes
+    torch's OpenMP team, whose threads then compete for the cores with the kernel's own workers
+    (and on a busy machine wait for each other). The thread count is restored when the loop ends
+    (or is left by an exception); the large products outside the loops keep torch's threads."""
+    threads = torch.get_num_threads()
+    if not SERIAL_TORCH_IN_LOOP or threads == 1 or min(kernel_threads, batch) < 2:
+        yield from steps
+        return
+    torch.set_num_threads(1)
+    try:
+        yield from steps
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _reset_steps(episode_starts: Tensor | None) -> dict[int, Tensor]:
@@ -68,7 +92,7 @@ def _forward(config, x, w_ih, w_hh, b_gates, w_i, b_i, state, resets: dict[int, 
     aux_size = native.aux_size(config)
     step_inputs: list[tuple] = []
     reset_inputs: dict[int, tuple[Tensor, Tensor, Tensor]] = {}  # (h, c, r) entering a reset step
-    for t in range(steps):
+    for t in _steps(range(steps), threads, batch):
         h_in, c_in, r_in = h_s[t], c_s[t], r_s[t]
         if t in resets:
             mask = resets[t]
@@ -228,7 +252,7 @@ def _backward(config, resets, buffers, x, w_ih, w_hh, w_i, state, grads):
     )
     c_s, g_hid_s, g_reads_s = cbuf.unbind(0), g_hid_tm.unbind(0), g_reads_tm.unbind(0)
     own_grads = False
-    for t in range(steps - 1, -1, -1):
+    for t in _steps(range(steps - 1, -1, -1), threads, batch):
         kept_memory, usage, link, prec, rw, ww, new_rw, aux = step_inputs[t]
         if kept_memory is None:  # rebuild M_{t-1} from M_{t-2} (kept) and step t-1's write
             kept_memory = torch.empty_like(step_inputs[t - 1][0])
