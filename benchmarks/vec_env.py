@@ -11,17 +11,26 @@ rounds in this one process). Prints Markdown tables and writes them to ``benchma
     .venv/bin/python benchmarks/vec_env.py            # full run (a few minutes on 2 busy cores)
     .venv/bin/python benchmarks/vec_env.py --quick    # smoke run
     .venv/bin/python benchmarks/vec_env.py --accuracy # the native kernel's errors against float64
+    .venv/bin/python benchmarks/vec_env.py --against HEAD~3  # A/B: envs at a git revision vs this tree
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import io
 import os
 import platform
+import re
 import statistics
+import subprocess
 import sys
+import tarfile
+import tempfile
 import time
+import warnings
 from pathlib import Path
+from types import ModuleType
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
@@ -34,6 +43,7 @@ import envs  # noqa: E402,F401  (registers the ids)
 from envs.vector import INFO_KEYS, RegressionVecEnv  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "vec_env.md"
+REPO = Path(__file__).resolve().parents[1]
 
 NOTES = """
 **The native episode kernel** (`envs/native/`, issue 3, second round). Plain C compiled at first use
@@ -156,6 +166,64 @@ def paths_table(env_id: str, n_envs: int, n_steps: int, rounds: int) -> list[str
     return rows
 
 
+def load_revision(rev: str) -> tuple[ModuleType, ModuleType]:
+    """``envs.vector`` and ``envs.regression`` as of git revision ``rev``, importable next to this tree's
+    ``envs``: the package is extracted under a temporary directory as ``envs_<rev>`` with its own imports
+    renamed. (Its module ``__init__`` registers the Gymnasium ids again; the warnings are silenced.)"""
+    name = "envs_" + re.sub(r"\W", "_", rev)
+    command = ["git", "-C", str(REPO), "archive", rev, "envs"]
+    archive = subprocess.run(command, capture_output=True, check=True)
+    root = Path(tempfile.mkdtemp(prefix="vec_env_against_"))
+    with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
+        tar.extractall(root, filter="data")
+    (root / "envs").rename(root / name)
+    for path in (root / name).rglob("*.py"):
+        path.write_text(re.sub(r"\b(from|import) envs\b", rf"\1 {name}", path.read_text()))
+    sys.path.insert(0, str(root))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return importlib.import_module(f"{name}.vector"), importlib.import_module(f"{name}.regression")
+
+
+def against_table(rev: str, n_envs: int, rounds: int) -> list[str]:
+    """Markdown rows: µs per VecEnv step of the batched env and of ``DummyVecEnv`` of the single env, with
+    ``envs`` at ``rev`` and in this tree, the four timed in alternating rounds in this one process."""
+    from envs.regression import NonStationaryRegression
+
+    old_vector, old_regression = load_revision(rev)
+    kwargs = dict(gym.spec("memagent/NonStationaryRegression-v0").kwargs)
+    sides: dict[tuple[str, str], tuple[VecEnv, int]] = {
+        ("RegressionVecEnv", rev): (old_vector.RegressionVecEnv(n_envs, kwargs), 2000),
+        ("RegressionVecEnv", "this tree"): (RegressionVecEnv(n_envs, kwargs), 2000),
+        ("DummyVecEnv of the single env", rev): (
+            DummyVecEnv([lambda: old_regression.NonStationaryRegression(**kwargs)] * n_envs),
+            400,
+        ),
+        ("DummyVecEnv of the single env", "this tree"): (
+            DummyVecEnv([lambda: NonStationaryRegression(**kwargs)] * n_envs),
+            400,
+        ),
+    }
+    actions = np.random.default_rng(0).uniform(-1, 1, size=(16, n_envs, 64)).astype(np.float32)
+    micros: dict[tuple[str, str], list[float]] = {key: [] for key in sides}
+    for _ in range(rounds):
+        for key, (venv, n_steps) in sides.items():
+            micros[key].append(1e6 * time_steps(venv, actions, n_steps) / n_steps)
+    rows = [
+        f"`envs` at `{rev}` against this tree (`memagent/NonStationaryRegression-v0`, {n_envs} envs, "
+        f"default path; median of {rounds} alternating rounds, CPU µs per VecEnv step; load "
+        f"{os.getloadavg()[0]:.1f}):",
+        "",
+        f"| VecEnv | `{rev}` µs/step | this tree µs/step | time ratio this tree / `{rev}` |",
+        "|---|---:|---:|---:|",
+    ]
+    for side in ("RegressionVecEnv", "DummyVecEnv of the single env"):
+        old, new = micros[(side, rev)], micros[(side, "this tree")]
+        ratio = statistics.median(n / o for n, o in zip(new, old))
+        rows.append(f"| {side} | {statistics.median(old):.1f} | {statistics.median(new):.1f} | {ratio:.3f} |")
+    return rows
+
+
 def accuracy(n_pairs: int = 500_000, seed: int = 7) -> list[str]:
     """Markdown rows: max errors of the native kernel's Gaussians and targets against float64 evaluations
     of the same formulas on the same float32 uniforms / inputs, and of the numpy path's Gaussians."""
@@ -206,9 +274,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="one configuration, short rounds")
     parser.add_argument("--accuracy", action="store_true", help="only the native kernel's errors")
+    parser.add_argument("--against", metavar="REV", help="only: envs at git revision REV vs this tree")
     args = parser.parse_args()
     if args.accuracy:
         print("\n".join(accuracy()))
+        return
+    if args.against:
+        print("\n".join(against_table(args.against, 64, 3 if args.quick else 15)))
         return
     v0 = "memagent/NonStationaryRegression-v0"
     no_target = ("task_id", "switched")
