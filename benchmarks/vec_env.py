@@ -54,8 +54,22 @@ first use), then one C pass per copy: Box–Muller (float32 polynomial log/sin/c
 5.3e-7 against float64 — numpy's float32 path: 1.8e-6) straight into the copy's block of the episode
 arrays, the targets of `sin_mean`/`half_cos_mean`/`tanh_shift(k)` per row (error ≤ 8e-8; rows of user
 tasks go to their numpy callables), the feedback noise. Per step, one C call: clip, squared error,
-reward, observation, written into recycled output arrays. Arrays are recycled only when no caller holds
-them or a view of them (reference counts), so no one ever sees data change.
+reward, observation. Every episode and every step returns fresh arrays, so nothing a caller holds (an
+observation, `info["target"]`, `terminal_observation`, a tensor sharing their memory) ever changes.
+
+**No recycling** (third round). The kernel's first version recycled returned arrays (episode arrays and
+step outputs) when `sys.getrefcount` said no one held them: fragile (free-threaded CPython's biased and
+deferred counts, raw pointers kept without a Python reference) and hard to reason about. Now the episode
+arrays are fresh each episode, packed into one allocation of ≥ 4 MiB starting at a 2 MiB boundary (numpy
+`madvise`s every allocation ≥ 4 MiB for transparent huge pages; one steady-size block also lets glibc
+reuse the freed previous episode without page faults — one block per array made it trim and re-fault
+24 times an episode), and the step's kernel writes two private arrays and returns copies of them
+(cheaper than taking two new arrays' addresses through ctypes: ≈ 1 µs against ≈ 2.6 µs at B = 1).
+Cost, side by side in one process (`.venv/bin/python benchmarks/vec_env.py --against efa3de2~1`, 64
+envs, 15 alternating rounds, load ≈ 1.9): RegressionVecEnv 67.5 → 74.1 µs a step (×1.089), DummyVecEnv
+of the single env 1,073 → 1,147 µs (×1.048); three other runs: ×1.07–1.11 and ×1.05–1.10. Fresh plain
+`np.empty` episode arrays (3.3 MB each: under numpy's 4 MiB, so 4 KiB pages) cost ×1.14 instead: the
+huge-page placement is kept. Recycling saved less than 15 % of a batched step, so it went.
 
 Before/after, side by side in one run (second table above; `MEMAGENT_NATIVE=0` is the code before the
 kernel): the batched env got 1.68× faster, but the single env under DummyVecEnv got 1.82× faster too —
@@ -75,15 +89,14 @@ words ≈ 1.2 ms, Box–Muller and targets ≈ 2.5 ms, task sequences ≈ 0.5 ms
 30× needs ≈ 33 µs per batched step: the info dicts alone are two thirds of it.
 
 Kept (each measured side by side): copy-major episode blocks (each copy's episode written contiguously,
-viewed time-major) rather than scattering rows (≈ 30 % of the kernel); recycling the episode arrays
-(fresh 3.3 MB arrays cost a page fault per 4 KiB on first touch, about as much as computing them);
-placing them on transparent huge pages (a step reads 64 rows scattered over them: with 4 KiB pages each
-is a TLB miss; the fused step went 15 → 8 µs with the step index moving); drawing the words in C (no
-Python call and copy per copy) with PCG64 inline (3.7× `random_raw`); `-mprefer-vector-width=512`
-(≈ 30 % on Box–Muller where there is AVX-512); the step writing into recycled outputs (a fresh array's
-address through ctypes costs ≈ 1.6 µs). Dropped: per-episode observation/reward blocks (the step then
-writes cold memory). The numpy path's earlier notes (the `info_keys` opt-out, clipping against
-full-shape bounds, `np.vecdot`, radix-sorted task ids) still apply with `MEMAGENT_NATIVE=0`.
+viewed time-major) rather than scattering rows (≈ 30 % of the kernel); placing the episode arrays on
+transparent huge pages (a step reads 64 rows scattered over them: with 4 KiB pages each is a TLB miss;
+the fused step went 15 → 8 µs with the step index moving); drawing the words in C (no Python call and
+copy per copy) with PCG64 inline (3.7× `random_raw`); `-mprefer-vector-width=512` (≈ 30 % on Box–Muller
+where there is AVX-512). Dropped: recycling by reference count (above); per-episode observation/reward
+blocks (the step then writes cold memory). The numpy path's earlier notes (the `info_keys` opt-out,
+clipping against full-shape bounds, `np.vecdot`, radix-sorted task ids) still apply with
+`MEMAGENT_NATIVE=0`.
 """
 
 

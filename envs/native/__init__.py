@@ -35,9 +35,10 @@ Other entry points: :func:`draw_words` (every copy's random words in one call, i
 Every episode and every step returns **fresh** arrays: nothing this module hands out is ever written
 again, so a caller may keep any observation, reward, ``info["target"]`` row or ``terminal_observation``
 (or a tensor sharing its memory) for as long as it likes. An earlier version recycled returned arrays
-when ``sys.getrefcount`` said no one held them; fresh arrays cost ≈ 9 % of a 64-env batched step and
-≈ 10 % of a single-env step (measured side by side in one process), a price worth not having to reason
-about reference counts (free-threaded CPython, raw pointers kept without a Python reference).
+when ``sys.getrefcount`` said no one held them; fresh arrays cost ≈ 7–11 % of a 64-env batched step
+and ≈ 5–10 % of a single-env step (``benchmarks/vec_env.py --against``, side by side in one process), a
+price worth not reasoning about reference counts (free-threaded CPython, raw pointers kept without a
+Python reference).
 """
 
 from __future__ import annotations
