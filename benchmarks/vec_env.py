@@ -72,14 +72,15 @@ of the single env 1,073 → 1,147 µs (×1.048); three other runs: ×1.07–1.11
 huge-page placement is kept. Recycling saved less than 15 % of a batched step, so it went.
 
 Before/after, side by side in one run (second table above; `MEMAGENT_NATIVE=0` is the code before the
-kernel): the batched env got 1.68× faster, but the single env under DummyVecEnv got 1.82× faster too —
+kernel): the batched env got 1.88× faster, but the single env under DummyVecEnv got 1.85× faster too —
 it runs the same kernel, and its numpy calls at B = 1 were mostly overhead — so the speed-up the issue
-measures did not improve: 18.9× → 17.4× here; an earlier full run of the same code but an in-place
-PCG64 variant (dropped: it relied on numpy's internal struct layout for ≈ 1 % of a step), under heavier
-load, gave 18.3× → 19.3× (batched 1.75×, single 1.66×). That is run-to-run noise: other jobs share the
-2 CPUs (load ≈ 1.3–1.9). Against the single env as it was before the kernel, the native batched env
-is ≈ 32× (31.6× here, 32.1× in that run). **30× is not reached** on the issue's measure with default
-infos: ≈ 17–19×; with `info_keys=("task_id", "switched")` ≈ 20–22×, with no env info entries ≈ 24–26×.
+measures did not improve: 16.0× → 16.3× here (this run: fresh arrays, load 1.3–1.6 by `uptime` but
+absolute rates ≈ 30 % under earlier runs, so heavy contention); two earlier full runs with recycling gave
+18.9× → 17.4× (batched 1.68×, single 1.82×) and 18.3× → 19.3× (1.75×, 1.66×). That spread is run-to-run
+noise: other jobs share the 2 CPUs. Against the single env as it was before the kernel, the native
+batched env is ≈ 30–32× (30.1× here; 31.6× and 32.1× earlier). **30× is not reached** on the issue's
+measure with default infos: ≈ 16–19×; with `info_keys=("task_id", "switched")` ≈ 20–23×, with no env
+info entries ≈ 24–26×.
 
 Where a 64-env step's time goes on the native path (≈ 65 µs in microbenchmarks on this machine, one
 process): the 64 info dicts ≈ 23 µs (the `target` row views a third of it) — a third of the step and
