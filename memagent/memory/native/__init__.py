@@ -16,7 +16,7 @@ run by a small persistent pthread pool inside the library, on :func:`num_threads
 (``torch.get_num_threads()``, or ``$MEMAGENT_NATIVE_THREADS``), never more than the batch size and
 never chunks smaller than a few microseconds of work (small calls run inline). Results are bitwise
 identical for every thread count. A call made while another thread's call holds the pool runs inline;
-after ``fork()`` the child starts with an empty pool. Idle workers spin ~100 us
+after ``fork()`` the child starts with an empty pool. Idle workers spin ~300 us
 (``$MEMAGENT_NATIVE_SPIN_US``, read when the library loads) before they sleep.
 """
 
@@ -211,7 +211,7 @@ def _load_library(path: Path) -> dict:
     if spin and not (spin.lstrip().isdigit() and int(spin) <= 10_000_000):  # the library reads it at load
         logger.warning(
             "MEMAGENT_NATIVE_SPIN_US=%r is not a whole number of microseconds in 0..10000000: ignored "
-            "(idle kernel threads spin 100 us before they sleep)",
+            "(idle kernel threads spin 300 us before they sleep)",
             spin,
         )
     library = ctypes.CDLL(str(path))

@@ -49,7 +49,7 @@ int access_kernel_version(void) { return 3; }
  * b = 0..B-1 into n contiguous chunks (n <= threads, n <= B, each chunk at least `grain` units of
  * estimated work; n = 1 runs inline); the calling thread and the pool's workers take chunks from
  * one atomic word (generation << 32 | next chunk << 16 | chunks), so a worker that wakes late
- * leaves its chunk to the others. Idle workers watch that word for ~100 us, yielding the core
+ * leaves its chunk to the others. Idle workers watch that word for ~300 us, yielding the core
  * between looks (the next call usually comes within microseconds: a DNC step makes ~4 calls with a
  * few small matrix products between them), then sleep on a condition variable. When workers come
  * late (the cores are busy with other work) calls use fewer chunks for a while (pool.limit). One
@@ -107,7 +107,7 @@ static struct {
           .limit = POOL_MAX};
 
 static double pool_grain = 3.0e4; /* minimum estimated work per chunk (units ~ flops: ~3 us) */
-static long pool_spin_ns = 100000; /* how long an idle worker spins before it sleeps */
+static long pool_spin_ns = 300000; /* how long an idle worker spins (yielding) before it sleeps */
 static int pool_adaptive = 1;      /* the back-off above (tests switch it off) */
 
 static inline void cpu_relax(void) {
@@ -265,8 +265,8 @@ static void pool_run(int threads, int B, double cost, pool_fn fn, const void *ar
         if (mine > 0 && wait > 4 * chunk + 100000) {
             pool.limit = n / 2 > 1 ? n / 2 : 1;
             pool.on_time = 0;
-        } else if (pool.limit < POOL_MAX && ++pool.on_time >= 64) {
-            pool.limit = 2 * pool.limit < POOL_MAX ? 2 * pool.limit : POOL_MAX;
+        } else if (pool.limit < POOL_MAX && (pool.limit == 1 || ++pool.on_time >= 64)) {
+            pool.limit = 2 * pool.limit < POOL_MAX ? 2 * pool.limit : POOL_MAX; /* a probe on time: 2 */
             pool.on_time = 0;
         }
     }
