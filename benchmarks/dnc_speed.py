@@ -278,6 +278,7 @@ def thread_scaling(counts: list[int], x: torch.Tensor, target: torch.Tensor, rou
                 times[(n, name)].append(1e3 * (time.perf_counter() - t0))
     med = {key: statistics.median(v) for key, v in times.items()}
     pool = native._pool()
+    late = (pool.pool_late_calls(), pool.pool_parallel_calls()) if pool is not None else (0, 0)
     lines = [
         f"Forward + backward, B={B}, T={T}, input {I}, N={N}, W={W}, R={R}, 1 write head, LSTM controller "
         f"{H}; wall ms per train step, median of {rounds} rounds, thread counts interleaved round by round "
@@ -296,7 +297,13 @@ def thread_scaling(counts: list[int], x: torch.Tensor, target: torch.Tensor, rou
             f"{nolinks / lstm:.1f} | {first / dnc:.2f} |"
         )
     if pool is not None:
-        lines += ["", dispatch_table(counts)]
+        lines += [
+            "",
+            f"Kernel calls split over threads: {late[1]}; of them {late[0]} found a worker late (a worker"
+            " not running: the cores busy with other work) and made the next calls use fewer threads.",
+            "",
+            dispatch_table(counts),
+        ]
     return "\n".join(lines)
 
 

@@ -193,6 +193,8 @@ def _bind_pool(library: ctypes.CDLL) -> ctypes.CDLL:
     library.pool_get_grain.argtypes = []
     library.pool_limit.restype = ctypes.c_int
     library.pool_limit.argtypes = []
+    library.pool_late_calls.restype = ctypes.c_long
+    library.pool_late_calls.argtypes = []
     library.pool_set_adaptive.restype = None
     library.pool_set_adaptive.argtypes = [ctypes.c_int]
     library.pool_dispatch_ns.restype = ctypes.c_double

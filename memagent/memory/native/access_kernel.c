@@ -92,6 +92,7 @@ static struct {
     _Atomic int done;     /* chunks finished in the current generation */
     _Atomic int sleepers; /* workers blocked on `wake` */
     _Atomic long parallel_calls;
+    long late_calls; /* calls whose workers came late (the back-off's trigger) */
     int workers;
     pool_fn fn; /* the current job (stable while any of its chunks is unfinished) */
     const void *arg;
@@ -265,6 +266,7 @@ static void pool_run(int threads, int B, double cost, pool_fn fn, const void *ar
         if (mine > 0 && wait > 4 * chunk + 100000) {
             pool.limit = n / 2 > 1 ? n / 2 : 1;
             pool.on_time = 0;
+            ++pool.late_calls;
         } else if (pool.limit < POOL_MAX && (pool.limit == 1 || ++pool.on_time >= 64)) {
             pool.limit = 2 * pool.limit < POOL_MAX ? 2 * pool.limit : POOL_MAX; /* a probe on time: 2 */
             pool.on_time = 0;
@@ -279,6 +281,7 @@ int pool_workers(void) { return pool.workers; }
 long pool_parallel_calls(void) { return atomic_load(&pool.parallel_calls); }
 void pool_set_grain(double grain) { pool_grain = grain > 0 ? grain : 0; }
 int pool_limit(void) { return pool.limit; }
+long pool_late_calls(void) { return pool.late_calls; }
 /* on != 0: back off when workers come late (the default); 0: always use the threads asked for. Both
  * reset the limit. */
 void pool_set_adaptive(int on) {
