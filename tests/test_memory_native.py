@@ -415,6 +415,8 @@ def test_torch_runs_one_thread_inside_the_loops_and_gets_its_threads_back(pool, 
     threads."""
     from memagent.memory.native import sequence
 
+    if not sequence._torch_threads_adjustable():  # pragma: no cover - torch's native backend
+        pytest.skip("torch's parallel backend fixes its thread count")
     seen: list[int] = []
     lstm_forward = native.load()[F64].lstm_forward
 
@@ -449,3 +451,17 @@ def test_torch_runs_one_thread_inside_the_loops_and_gets_its_threads_back(pool, 
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_small_calls_and_single_samples_run_inline(monkeypatch):
+    """Calls under the pool's grain (a few microseconds of work) and batches of one never go to the
+    pool, whatever the thread count."""
+    library = native._pool()
+    monkeypatch.setenv("MEMAGENT_NATIVE", "1")
+    monkeypatch.setenv("MEMAGENT_NATIVE_THREADS", "4")
+    calls = library.pool_parallel_calls()
+    tiny = DNC(2, 5, 1, MemoryConfig(memory_size=4, word_size=3, num_read_heads=1))
+    tiny(torch.randn(3, 4, 2))[0].sum().backward()
+    single = DNC(2, 5, 1, MemoryConfig(memory_size=64, word_size=16, num_read_heads=2))
+    single(torch.randn(1, 4, 2))[0].sum().backward()
+    assert library.pool_parallel_calls() == calls

@@ -16,6 +16,7 @@ float32 / float64 tensors (see :func:`memagent.memory.native.supports`). A backw
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 
 import torch
@@ -34,15 +35,24 @@ KEEP_AUX = True
 SERIAL_TORCH_IN_LOOP = True
 
 
+@functools.cache
+def _torch_threads_adjustable() -> bool:
+    """Whether ``torch.set_num_threads`` may change the count at any time: the OpenMP backend (the
+    native backend fixes it once parallel work has started, and warns)."""
+    return "parallel backend: OpenMP" in torch.__config__.parallel_info()
+
+
 def _steps(steps: range, kernel_threads: int, batch: int) -> Iterator[int]:
     """The loop's steps; while they run, torch uses one thread when the kernel uses several.
 
     The per-step matrix products are small (B x 4H rows); with several torch threads each one wakes
     torch's OpenMP team, whose threads then compete for the cores with the kernel's own workers
     (and on a busy machine wait for each other). The thread count is restored when the loop ends
-    (or is left by an exception); the large products outside the loops keep torch's threads."""
+    (or is left by an exception); the large products outside the loops keep torch's threads. Only
+    with torch's OpenMP backend (the usual one on Linux and Windows)."""
     threads = torch.get_num_threads()
-    if not SERIAL_TORCH_IN_LOOP or threads == 1 or min(kernel_threads, batch) < 2:
+    serial = SERIAL_TORCH_IN_LOOP and threads > 1 and min(kernel_threads, batch) > 1
+    if not (serial and _torch_threads_adjustable()):
         yield from steps
         return
     torch.set_num_threads(1)
