@@ -8,10 +8,11 @@ import os
 import pytest
 import torch
 
+from memagent import cbuild
 from memagent.memory import DNC, MemoryConfig, fused, interface_size, native
 from memagent.memory.access import MemoryAccess
 
-if native._compiler() is None:  # pragma: no cover - only where no C compiler exists
+if cbuild.find_compiler() is None:  # pragma: no cover - only where no C compiler exists
     pytest.skip("no C compiler (cc, gcc, clang): the native kernel cannot be built", allow_module_level=True)
 
 F64 = torch.float64
@@ -224,10 +225,9 @@ def test_no_grad_native_forward_equals_training_forward(monkeypatch):
 
 def test_build_is_cached_per_source_and_atomic(tmp_path, monkeypatch):
     monkeypatch.setenv("MEMAGENT_CACHE_DIR", str(tmp_path))
-    compiler = native._compiler()
-    first = native._build(compiler)
+    first = cbuild.compile_library(native._SOURCE, native._FLAGS)
     assert first.parent == tmp_path and first.exists()
-    assert native._build(compiler) == first  # cached: no rebuild
+    assert cbuild.compile_library(native._SOURCE, native._FLAGS) == first  # cached: no rebuild
     assert [p.name for p in tmp_path.iterdir()] == [first.name]  # no temporary files left
 
 
@@ -236,8 +236,9 @@ def test_portable_build_without_march_native(tmp_path, monkeypatch):
     import ctypes
 
     monkeypatch.setenv("MEMAGENT_CACHE_DIR", str(tmp_path))
-    portable = [f for f in native._FLAGS if not f.startswith("-march")]
-    kernels = native._bind(ctypes.CDLL(str(native._build(native._compiler(), portable))))
+    portable = cbuild.portable_flags(native._FLAGS)
+    assert "-march=native" in native._FLAGS and "-march=native" not in portable
+    kernels = native._bind(ctypes.CDLL(str(cbuild.compile_library(native._SOURCE, portable))))
     cfg = MemoryConfig(memory_size=7, word_size=5, num_read_heads=3)
     vector, state = random_step(cfg)
     expected = native.access_forward(cfg, vector, *state)
@@ -405,7 +406,7 @@ def test_dispatch_reports_a_cost():
 
 def test_bad_spin_setting_is_reported(monkeypatch, caplog):
     monkeypatch.setenv("MEMAGENT_NATIVE_SPIN_US", "fast")
-    native._load_library(native._build(native._compiler()))  # the loaded library again (same handle)
+    native._check_spin_setting()  # what load() checks before the library (which reads it) is loaded
     assert "MEMAGENT_NATIVE_SPIN_US='fast'" in caplog.text
 
 

@@ -23,13 +23,8 @@ after ``fork()`` the child starts with an empty pool. Idle workers spin ~300 us
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import logging
 import os
-import platform
-import shutil
-import subprocess
-import tempfile
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -37,6 +32,8 @@ from typing import NamedTuple
 
 import torch
 from torch import Tensor
+
+from memagent.cbuild import build_library, native_enabled
 
 __all__ = [
     "available",
@@ -95,67 +92,7 @@ class _Kernels(NamedTuple):
 
 def enabled() -> bool:
     """False when the environment variable ``MEMAGENT_NATIVE`` is ``0`` (read at every call)."""
-    return os.environ.get("MEMAGENT_NATIVE", "1").strip().lower() not in ("0", "false", "no", "off")
-
-
-def _cache_dir() -> Path:
-    root = os.environ.get("MEMAGENT_CACHE_DIR")
-    return Path(root) if root else Path.home() / ".cache" / "memagent"
-
-
-def _cpu_flags() -> str:
-    """The CPU's feature flags (``-march=native`` depends on them), or the processor name."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            for line in handle:
-                if line.startswith(("flags", "Features")):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
-
-
-def _compiler() -> str | None:
-    for name in (os.environ.get("CC"), "cc", "gcc", "clang"):
-        if name and shutil.which(name):
-            return name
-    return None
-
-
-def _build(compiler: str, flags: list[str] | None = None) -> Path:
-    """Compile the kernel into the cache (atomically: temp file then ``os.replace``) unless there."""
-    flags = _FLAGS if flags is None else flags
-    source = _SOURCE.read_bytes()
-    key = hashlib.sha256(
-        b"\0".join(
-            [
-                source,
-                " ".join(flags).encode(),
-                compiler.encode(),
-                platform.platform().encode(),
-                platform.machine().encode(),
-                _cpu_flags().encode(),
-            ]
-        )
-    ).hexdigest()[:20]
-    cache = _cache_dir()
-    target = cache / f"access_kernel-{key}.so"
-    if target.exists():
-        return target
-    cache.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".access_kernel-", suffix=".so", dir=cache)
-    os.close(fd)
-    try:
-        result = subprocess.run(
-            [compiler, *flags, "-o", tmp, str(_SOURCE), "-lm"], capture_output=True, text=True, timeout=120
-        )
-        if result.returncode != 0:
-            raise RuntimeError(f"{compiler} failed ({result.returncode}): {result.stderr.strip()[:2000]}")
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return target
+    return native_enabled()
 
 
 def _bind(library: ctypes.CDLL) -> dict[str, object]:
@@ -208,7 +145,7 @@ def _bind_pool(library: ctypes.CDLL) -> ctypes.CDLL:
     return library
 
 
-def _load_library(path: Path) -> dict:
+def _check_spin_setting() -> None:
     spin = os.environ.get("MEMAGENT_NATIVE_SPIN_US", "")
     if spin and not (spin.lstrip().isdigit() and int(spin) <= 10_000_000):  # the library reads it at load
         logger.warning(
@@ -216,36 +153,29 @@ def _load_library(path: Path) -> dict:
             "(idle kernel threads spin 300 us before they sleep)",
             spin,
         )
-    library = ctypes.CDLL(str(path))
+
+
+def _bind_all(library: ctypes.CDLL) -> dict:
+    """The ``{dtype: _Kernels}`` functions of a loaded library (and its pool functions in ``_STATE``)."""
     functions = _bind(library)
     _STATE["library"] = _bind_pool(library)
     return functions
 
 
 def load() -> dict | None:
-    """The kernel's ``{dtype: _Kernels}`` ctypes functions, building them at the first call;
-    None when disabled (``MEMAGENT_NATIVE=0``) or unavailable (no compiler, failed build)."""
+    """The kernel's ``{dtype: _Kernels}`` ctypes functions, building them at the first call
+    (:func:`memagent.cbuild.build_library`: cached per source, flags and CPU; retried without
+    ``-march=native``); None when disabled (``MEMAGENT_NATIVE=0``) or unavailable (no compiler, failed
+    build: a warning is logged once)."""
     if not enabled():
         return None
     if "functions" in _STATE:
         return _STATE["functions"]  # type: ignore[return-value]
     with _LOCK:
         if "functions" not in _STATE:
-            functions = None
-            compiler = _compiler()
-            if compiler is None:
-                logger.warning("memagent.memory.native: no C compiler (cc, gcc, clang) found; using torch")
-            else:
-                try:
-                    functions = _load_library(_build(compiler))
-                except Exception as error:  # noqa: BLE001 - any failure means: try portable flags, then torch
-                    try:  # e.g. a compiler without -march=native: portable code, same results
-                        portable = [f for f in _FLAGS if not f.startswith("-march")]
-                        functions = _load_library(_build(compiler, portable))
-                        logger.warning("memagent.memory.native: built without -march=native (%s)", error)
-                    except Exception as error2:  # noqa: BLE001
-                        logger.warning("memagent.memory.native: kernel unavailable (%s); using torch", error2)
-            _STATE["functions"] = functions
+            _check_spin_setting()
+            library = build_library(_SOURCE, _FLAGS, what="memagent.memory.native")
+            _STATE["functions"] = None if library is None else _bind_all(library)
     return _STATE["functions"]  # type: ignore[return-value]
 
 
