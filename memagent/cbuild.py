@@ -95,6 +95,19 @@ def portable_flags(flags: Sequence[str]) -> list[str]:
     return [f for f in flags if not f.startswith("-m")]
 
 
+def _umask() -> int:
+    """The process's umask, read without changing it (``/proc/self/status`` on Linux); 0o022 elsewhere
+    (``os.umask`` can only be read by setting it, which would race with other threads)."""
+    try:
+        with open("/proc/self/status", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o022
+
+
 def _key(compiler: str, sources: Sequence[bytes], flags: Sequence[str]) -> str:
     parts = [
         *sources,
@@ -144,6 +157,7 @@ def compile_library(
         )
         if result.returncode != 0:
             raise RuntimeError(f"{compiler} failed ({result.returncode}): {result.stderr.strip()[:2000]}")
+        os.chmod(tmp, 0o755 & ~_umask())  # mkstemp made it 0600: others sharing the cache must read it
         os.replace(tmp, target)  # atomic: other processes see no file or the whole library
     finally:
         if os.path.exists(tmp):

@@ -37,6 +37,7 @@ def test_builds_loads_and_reuses_the_cached_library(tmp_path, cache, monkeypatch
     assert lib.twice(1.25) == 2.5
     built = list(cache.iterdir())
     assert len(built) == 1 and built[0].name.startswith("kernel-") and built[0].suffix == ".so"
+    assert built[0].stat().st_mode & 0o555 == 0o555 & ~cbuild._umask()  # others sharing the cache can load it
     # memoised per process: the same object, no new build
     assert cbuild.build_library(source, ["-O2"]) is lib
     # another process (simulated: compile_library again) finds the file and does not run the compiler

@@ -230,6 +230,56 @@ def test_draw_words_equals_random_raw_and_leaves_the_same_state(bit_generator):
     assert native.pcg64_exact(lib)
 
 
+@pytest.mark.parametrize("bit_generator", [np.random.PCG64, np.random.SFC64])
+def test_copies_sharing_one_bit_generator_draw_one_after_the_other(bit_generator):
+    """Two Generators over one bit generator: the words are random_raw's, copy after copy (as DummyVecEnv
+    and the numpy path draw them), never the same words twice."""
+    lib = native.load()
+    shared, ref = bit_generator(5), bit_generator(5)
+    words = np.empty((3, 17), np.uint64)
+    native.draw_words(
+        lib, [np.random.Generator(shared), np.random.Generator(shared), np.random.default_rng(1)], words
+    )
+    np.testing.assert_array_equal(words[:2], ref.random_raw(34).reshape(2, 17))
+    np.testing.assert_array_equal(words[2], np.random.default_rng(1).bit_generator.random_raw(17))
+    assert pickle.dumps(shared.state) == pickle.dumps(ref.state)
+
+
+def test_vec_env_copies_sharing_a_bit_generator_match_the_numpy_path(monkeypatch):
+    def first_obs():
+        venv = RegressionVecEnv(2, dict(dim=4, episode_length=5))
+        shared = np.random.PCG64(123)
+        for env in venv.envs:
+            env.np_random = np.random.Generator(shared)
+        return venv.reset()
+
+    monkeypatch.setenv("MEMAGENT_NATIVE", "1")
+    native_obs = first_obs()
+    monkeypatch.setenv("MEMAGENT_NATIVE", "0")
+    numpy_obs = first_obs()
+    assert not np.array_equal(native_obs[0], native_obs[1])
+    np.testing.assert_allclose(native_obs, numpy_obs, atol=PATH_ATOL)
+
+
+def test_draw_words_in_opposite_orders_from_two_threads_does_not_deadlock():
+    import threading
+
+    lib = native.load()
+    g1, g2 = np.random.default_rng(1), np.random.default_rng(2)
+
+    def run(generators):
+        words = np.empty((2, 64), np.uint64)
+        for _ in range(2000):
+            native.draw_words(lib, generators, words)
+
+    threads = [threading.Thread(target=run, args=(order,), daemon=True) for order in ([g1, g2], [g2, g1])]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert not any(t.is_alive() for t in threads)
+
+
 def test_portable_build_gives_bitwise_the_same_episodes(tmp_path, monkeypatch):
     """-ffp-contract=off and IEEE operations only: the kernel built without -march/-m flags (another CPU,
     no AVX, no FMA) computes exactly the same inputs, targets and noise."""

@@ -231,25 +231,31 @@ def draw_words(library: ctypes.CDLL, generators: Sequence[np.random.Generator], 
     For numpy's ``PCG64`` (Gymnasium's generator) the kernel advances the 128-bit LCG inline from the
     generator's public ``state`` (verified against ``random_raw`` once per process: :func:`pcg64_exact`);
     for any other bit generator it calls its ``next_raw`` through numpy's public ``bitgen_t`` interface.
-    Each generator's lock is held meanwhile, as ``random_raw`` does.
+    Each generator's lock is held meanwhile, as ``random_raw`` does; distinct locks are taken once each, in
+    one global order (by ``id``), so two threads drawing for the same generators in different orders
+    cannot deadlock. Copies that share one bit generator draw one after the other, as ``random_raw``
+    called copy by copy would (the inline PCG64 path, which reads each state once, is not used then).
 
-    :param generators: ``B`` numpy generators (distinct objects).
+    :param generators: ``B`` numpy generators.
     :param words: ``(B, W)`` uint64, C-contiguous: the output.
     """
     bit_generators = [g.bit_generator for g in generators]
-    locks = [bg.lock for bg in bit_generators]
-    for lock in locks:
-        lock.acquire()
+    shared = len({id(bg) for bg in bit_generators}) < len(bit_generators)
+    locks = sorted({id(bg.lock): bg.lock for bg in bit_generators}.items())
+    taken = []
     try:
-        if all(type(bg) is np.random.PCG64 for bg in bit_generators) and pcg64_exact(library):
-            if _pcg64_words(library, bit_generators, words):
-                return
+        for _, lock in locks:
+            lock.acquire()
+            taken.append(lock)
+        pcg64 = all(type(bg) is np.random.PCG64 for bg in bit_generators)
+        if not shared and pcg64 and pcg64_exact(library) and _pcg64_words(library, bit_generators, words):
+            return
         addresses = _bitgen_addresses(bit_generators)
         library.ek_draw_words(
-            len(locks), addresses.ctypes.data, words.shape[1], words.ctypes.data, words.shape[1]
+            len(bit_generators), addresses.ctypes.data, words.shape[1], words.ctypes.data, words.shape[1]
         )
     finally:
-        for lock in locks:
+        for lock in reversed(taken):
             lock.release()
 
 

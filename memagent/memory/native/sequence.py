@@ -49,7 +49,10 @@ def _steps(steps: range, kernel_threads: int, batch: int) -> Iterator[int]:
     torch's OpenMP team, whose threads then compete for the cores with the kernel's own workers
     (and on a busy machine wait for each other). The thread count is restored when the loop ends
     (or is left by an exception); the large products outside the loops keep torch's threads. Only
-    with torch's OpenMP backend (the usual one on Linux and Windows)."""
+    with torch's OpenMP backend (the usual one on Linux and Windows). ``torch.set_num_threads`` is
+    process-wide: another Python thread's torch work during the loop also runs on one thread, and a
+    thread whose *first* torch operation falls inside the loop keeps one thread afterwards (speed only;
+    set :data:`SERIAL_TORCH_IN_LOOP` to False in multi-threaded programs that mind)."""
     threads = torch.get_num_threads()
     serial = SERIAL_TORCH_IN_LOOP and threads > 1 and min(kernel_threads, batch) > 1
     if not (serial and _torch_threads_adjustable()):
