@@ -371,7 +371,27 @@ def make_stepper(
     return numpy_step
 
 
-class NonStationaryRegression(gym.Env):
+class RebuildsStepperOnCopy:
+    """Mixin: ``copy.deepcopy``/pickling of an env holding a native step (ctypes pointers), which is left
+    out of the state and rebuilt from the episode plans. The env has ``layout``, ``_revealed``,
+    ``_native``, ``_stepper`` and its plans in the attribute named :attr:`plans_attribute`."""
+
+    plans_attribute = "_plans"
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_stepper"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        plans = getattr(self, self.plans_attribute)
+        if plans is not None:
+            library = native.load() if self._native else None
+            self._stepper = make_stepper(self.layout, plans, self._revealed, library)  # type: ignore[attr-defined]
+
+
+class NonStationaryRegression(RebuildsStepperOnCopy, gym.Env):
     """Predict ``y_t = f_{k_t}(x_t)`` where the task ``k_t`` switches during the episode.
 
     At every step the agent sees an input ``x_t ~ N(0, I_d)`` and feedback about the previous step, and
@@ -450,6 +470,7 @@ class NonStationaryRegression(gym.Env):
     """
 
     metadata: dict[str, Any] = {"render_modes": []}
+    plans_attribute = "_plan"  # for RebuildsStepperOnCopy
 
     def __init__(
         self,
@@ -633,18 +654,6 @@ class NonStationaryRegression(gym.Env):
         self._t = 0
         obs = observe(self.layout, self._plan, 0, None, self._revealed)
         return obs[0], {"task_id": int(self._plan.tasks[0, 0])}
-
-    def __getstate__(self) -> dict[str, Any]:
-        """For ``copy.deepcopy``/pickling: the native step (ctypes pointers) is rebuilt, not copied."""
-        state = self.__dict__.copy()
-        state["_stepper"] = None
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        if self._plan is not None:
-            library = native.load() if self._native else None
-            self._stepper = make_stepper(self.layout, self._plan, self._revealed, library)
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
         """Score the prediction ``action`` (d,) against ``y_t`` and move to step ``t+1``."""

@@ -33,6 +33,7 @@ from envs import native
 from envs.regression import (
     EpisodePlans,
     NonStationaryRegression,
+    RebuildsStepperOnCopy,
     Stepper,
     build_episodes,
     episode_words,
@@ -48,7 +49,7 @@ _ENTRY_POINT = "envs.regression:NonStationaryRegression"
 INFO_KEYS = ("task_id", "switched", "target")
 
 
-class RegressionVecEnv(VecEnv):
+class RegressionVecEnv(RebuildsStepperOnCopy, VecEnv):
     """``n`` copies of :class:`NonStationaryRegression` stepped as one batch.
 
     :param num_envs: number of copies ``n``.
@@ -133,18 +134,6 @@ class RegressionVecEnv(VecEnv):
         self._reset_seeds()
         self._reset_options()
         return obs
-
-    def __getstate__(self) -> dict[str, Any]:
-        """For ``copy.deepcopy``/pickling: the native step (ctypes pointers) is rebuilt, not copied."""
-        state = self.__dict__.copy()
-        state["_stepper"] = None
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        if self._plans is not None:
-            library = native.load() if self._native else None
-            self._stepper = make_stepper(self.layout, self._plans, self._revealed, library)
 
     def step_async(self, actions: np.ndarray) -> None:
         self._actions = actions
