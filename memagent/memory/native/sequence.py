@@ -78,6 +78,18 @@ def _masked(tensor: Tensor, mask: Tensor) -> Tensor:
     return tensor.masked_fill(mask.view(-1, *([1] * (tensor.dim() - 1))), 0.0)
 
 
+def _addresses(buffer: Tensor) -> list[int]:
+    """The data address of each ``buffer[t]`` (a contiguous buffer), computed once for the loop instead of
+    a view and a ``data_ptr()`` call per step."""
+    base, step = buffer.data_ptr(), buffer.stride(0) * buffer.element_size()
+    return [base + t * step for t in range(buffer.shape[0])]
+
+
+def _other(pair: tuple[Tensor, Tensor], current: Tensor | None) -> Tensor:
+    """The buffer of ``pair`` that is not ``current`` (ping-pong gradient buffers of the reverse loop)."""
+    return pair[1] if current is pair[0] else pair[0]
+
+
 def _forward(config, x, w_ih, w_hh, b_gates, w_i, b_i, state, resets: dict[int, Tensor], keep: bool):
     """The recurrence; returns ``(hiddens (B, T, H), reads (B, T, R W), final state, saved or None)``."""
     kernels = native.load()[x.dtype]  # type: ignore[index]
@@ -89,7 +101,8 @@ def _forward(config, x, w_ih, w_hh, b_gates, w_i, b_i, state, resets: dict[int, 
     vsize = w_i.shape[0]
     gx = torch.addmm(b_gates, x.transpose(0, 1).reshape(steps * batch, in_size), w_ih[:, :in_size].t())
     gx = gx.view(steps, batch, 4 * hsize)
-    w_r_t, w_h_t, w_i_t = w_ih[:, in_size:].t(), w_hh.t(), w_i.t()
+    # W_r^T made contiguous once: as a column slice of W_ih, addmm would copy it at every step
+    w_r_t, w_h_t, w_i_t = w_ih[:, in_size:].t().contiguous(), w_hh.t(), w_i.t()
     hbuf = x.new_empty(steps + 1, batch, hsize)
     cbuf = x.new_empty(steps + 1, batch, hsize)
     rbuf = x.new_empty(steps + 1, batch, r * w)
@@ -102,6 +115,7 @@ def _forward(config, x, w_ih, w_hh, b_gates, w_i, b_i, state, resets: dict[int, 
     # per-step views, made once (indexing in the loop costs a dispatch each)
     gx_s, gates_s, vecs_s = gx.unbind(0), gates.unbind(0), vecs.unbind(0)
     h_s, c_s, r_s = hbuf.unbind(0), cbuf.unbind(0), rbuf.unbind(0)
+    gates_a, vecs_a, h_a, c_a, r_a = (_addresses(f) for f in (gates, vecs, hbuf, cbuf, rbuf))
     aux_size = native.aux_size(config)
     step_inputs: list[tuple] = []
     reset_inputs: dict[int, tuple[Tensor, Tensor, Tensor]] = {}  # (h, c, r) entering a reset step
@@ -116,9 +130,8 @@ def _forward(config, x, w_ih, w_hh, b_gates, w_i, b_i, state, resets: dict[int, 
                 link, prec = _masked(link, mask), _masked(prec, mask)
         torch.addmm(gx_s[t], r_in, w_r_t, out=gates_s[t])
         gates_s[t].addmm_(h_in, w_h_t)
-        kernels.lstm_forward(
-            batch, hsize, ptr(gates_s[t]), ptr(c_in), ptr(h_s[t + 1]), ptr(c_s[t + 1]), threads
-        )
+        c_in_a = ptr(c_in) if t in resets else c_a[t]
+        kernels.lstm_forward(batch, hsize, gates_a[t], c_in_a, h_a[t + 1], c_a[t + 1], threads)
         torch.addmm(b_i, h_s[t + 1], w_i_t, out=vecs_s[t])
         new_memory, new_usage = torch.empty_like(memory), torch.empty_like(usage)
         new_link = torch.empty_like(link) if links else link
@@ -127,14 +140,14 @@ def _forward(config, x, w_ih, w_hh, b_gates, w_i, b_i, state, resets: dict[int, 
         aux = x.new_empty(batch, aux_size) if keep and KEEP_AUX else None  # norms, similarities, order
         kernels.access_forward(
             cfg,
-            ptr(vecs_s[t]),
+            vecs_a[t],
             ptr(memory),
             ptr(usage),
             ptr(link),
             ptr(prec),
             ptr(rw),
             ptr(ww),
-            ptr(r_s[t + 1]),
+            r_a[t + 1],
             ptr(new_memory),
             ptr(new_usage),
             ptr(new_link),
@@ -256,24 +269,33 @@ def _backward(config, resets, buffers, x, w_ih, w_hh, w_i, state, grads):
     threads = native.num_threads()
     cfg = native._config(config, batch, vsize, threads)
     ptr = native._ptr
-    w_r, w_ih_x = w_ih[:, in_size:], w_ih[:, :in_size]
-    g_gates_s, g_vecs_s, gates_s, vecs_s = (
-        g_gates.unbind(0),
-        g_vecs.unbind(0),
-        gates.unbind(0),
-        vecs.unbind(0),
-    )
-    c_s, g_hid_s, g_reads_s = cbuf.unbind(0), g_hid_tm.unbind(0), g_reads_tm.unbind(0)
+    w_ih_x = w_ih[:, :in_size]
+    # [dr_{t-1} | dh_{t-1}] = dgates_t [W_r | W_hh]: one product per step into one buffer (read before the
+    # next step's product overwrites it)
+    w_rh = torch.cat([w_ih[:, in_size:], w_hh], dim=1)
+    g_rh = x.new_empty(batch, r * w + hsize)
+    g_reads_t = x.new_empty(batch, r * w)  # dr_t from the output and from the next step's controller
+    gh_t = x.new_empty(batch, hsize)
+    gc_pair = (x.new_empty(batch, hsize), x.new_empty(batch, hsize))  # dc_{t-1} written, dc_t read
+    g_reads_t_a, gh_t_a = g_reads_t.data_ptr(), gh_t.data_ptr()
+    gates_a, vecs_a, c_a, g_gates_a, g_vecs_a = (_addresses(f) for f in (gates, vecs, cbuf, g_gates, g_vecs))
+    g_gates_s, g_vecs_s = g_gates.unbind(0), g_vecs.unbind(0)
+    g_hid_s, g_reads_s = g_hid_tm.unbind(0), g_reads_tm.unbind(0)
+    # du, dp, dw^r, dw^w: two buffers each, the step writes the one it does not read
+    pairs = [(x.new_empty(f.shape), x.new_empty(f.shape)) for f in (state[3], state[5], state[6], state[7])]
     own_grads = False
     for t in _steps(range(steps - 1, -1, -1), threads, batch):
         kept_memory, usage, link, prec, rw, ww, new_rw, aux = step_inputs[t]
         if kept_memory is None:  # rebuild M_{t-1} from M_{t-2} (kept) and step t-1's write
             kept_memory = torch.empty_like(step_inputs[t - 1][0])
-            kernels.erase_write(
-                cfg, ptr(vecs_s[t - 1]), ptr(step_inputs[t - 1][0]), ptr(ww), ptr(kept_memory)
-            )
-        g_reads_t = (g_reads_s[t] + g_r).contiguous()
-        outs = [torch.empty_like(f) for f in (usage, prec, rw, ww)]
+            kernels.erase_write(cfg, vecs_a[t - 1], ptr(step_inputs[t - 1][0]), ptr(ww), ptr(kept_memory))
+        torch.add(g_reads_s[t], g_r, out=g_reads_t)
+        outs = [
+            _other(pairs[0], g_usage),
+            _other(pairs[1], g_prec),
+            _other(pairs[2], g_rw),
+            _other(pairs[3], g_ww),
+        ]
         # dM_{t-1} and dL_{t-1} overwrite dM_t and dL_t row by row once those buffers are ours
         # (not the caller's gradients): no new N x N buffer per step, and it stays in cache
         outs.insert(0, g_memory if own_grads else torch.empty_like(kept_memory))
@@ -282,7 +304,7 @@ def _backward(config, resets, buffers, x, w_ih, w_hh, w_i, state, grads):
             outs[3] = prec
         kernels.access_backward(
             cfg,
-            ptr(vecs_s[t]),
+            vecs_a[t],
             ptr(kept_memory),
             ptr(usage),
             ptr(link),
@@ -290,14 +312,14 @@ def _backward(config, resets, buffers, x, w_ih, w_hh, w_i, state, grads):
             ptr(rw),
             ptr(ww),
             ptr(new_rw),
-            ptr(g_reads_t),
+            g_reads_t_a,
             ptr(g_memory),
             ptr(g_usage),
             ptr(g_link),
             ptr(g_prec),
             ptr(g_rw),
             ptr(g_ww),
-            ptr(g_vecs_s[t]),
+            g_vecs_a[t],
             *(ptr(o) for o in outs),
             ptr(aux),
             ptr(None if t + 1 in resets or aux is None else next_memory),  # M_t: next step's input
@@ -305,23 +327,23 @@ def _backward(config, resets, buffers, x, w_ih, w_hh, w_i, state, grads):
         g_memory, g_usage, g_link, g_prec, g_rw, g_ww = outs
         own_grads = True
         next_memory = kept_memory
-        gh_t = torch.add(g_hid_s[t], gh).addmm_(g_vecs_s[t], w_i).contiguous()
-        gc_prev = torch.empty_like(gc)
+        torch.add(g_hid_s[t], gh, out=gh_t).addmm_(g_vecs_s[t], w_i)
+        gc_prev = gc_pair[1] if gc is gc_pair[0] else gc_pair[0]
         kernels.lstm_backward(
             batch,
             hsize,
-            ptr(gates_s[t]),
-            ptr(reset_inputs[t][1] if t in resets else c_s[t]),
-            ptr(c_s[t + 1]),
-            ptr(gh_t),
+            gates_a[t],
+            ptr(reset_inputs[t][1]) if t in resets else c_a[t],
+            c_a[t + 1],
+            gh_t_a,
             ptr(gc),
-            ptr(g_gates_s[t]),
+            g_gates_a[t],
             ptr(gc_prev),
             threads,
         )
         gc = gc_prev
-        g_r = torch.mm(g_gates_s[t], w_r)
-        gh = torch.mm(g_gates_s[t], w_hh)
+        torch.mm(g_gates_s[t], w_rh, out=g_rh)
+        g_r, gh = g_rh[:, : r * w], g_rh[:, r * w :]
         if t in resets:  # the state entering step t was reset for these samples
             mask = resets[t]
             gh, gc, g_r, g_memory, g_usage, g_rw, g_ww = (
@@ -352,7 +374,7 @@ def _backward(config, resets, buffers, x, w_ih, w_hh, w_i, state, grads):
         g_b,
         g_w_i,
         g_b_i,
-        gh,
+        gh.clone(),  # (a copy: gh and dr_0 are views of one buffer)
         gc,
         g_memory,
         g_usage,
@@ -360,7 +382,7 @@ def _backward(config, resets, buffers, x, w_ih, w_hh, w_i, state, grads):
         g_prec,
         g_rw,
         g_ww,
-        g_r.view(batch, r, w),
+        g_r.clone().view(batch, r, w),
     )
 
 
