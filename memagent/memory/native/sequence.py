@@ -99,21 +99,23 @@ def _forward(config, x, w_ih, w_hh, b_gates, w_i, b_i, state, resets: dict[int, 
     links = config.temporal_links
     h, c, memory, usage, link, prec, rw, ww, reads = (f.contiguous() for f in state)
     vsize = w_i.shape[0]
-    gx = torch.addmm(b_gates, x.transpose(0, 1).reshape(steps * batch, in_size), w_ih[:, :in_size].t())
-    gx = gx.view(steps, batch, 4 * hsize)
     # W_r^T made contiguous once: as a column slice of W_ih, addmm would copy it at every step
     w_r_t, w_h_t, w_i_t = w_ih[:, in_size:].t().contiguous(), w_hh.t(), w_i.t()
     hbuf = x.new_empty(steps + 1, batch, hsize)
     cbuf = x.new_empty(steps + 1, batch, hsize)
     rbuf = x.new_empty(steps + 1, batch, r * w)
+    # the input part of the gates (b + W_x x_t) for all steps at once, and the interface bias, written
+    # where the steps then add their products in place (an addmm with out= would copy them per step)
     gates = x.new_empty(steps, batch, 4 * hsize)
-    vecs = x.new_empty(steps, batch, vsize)
+    x_tm = x.transpose(0, 1).reshape(steps * batch, in_size)
+    torch.addmm(b_gates, x_tm, w_ih[:, :in_size].t(), out=gates.view(steps * batch, 4 * hsize))
+    vecs = x.new_empty(steps, batch, vsize).copy_(b_i)
     hbuf[0], cbuf[0], rbuf[0] = h, c, reads.reshape(batch, r * w)
     threads = native.num_threads()
     cfg = native._config(config, batch, vsize, threads)
     ptr = native._ptr
     # per-step views, made once (indexing in the loop costs a dispatch each)
-    gx_s, gates_s, vecs_s = gx.unbind(0), gates.unbind(0), vecs.unbind(0)
+    gates_s, vecs_s = gates.unbind(0), vecs.unbind(0)
     h_s, c_s, r_s = hbuf.unbind(0), cbuf.unbind(0), rbuf.unbind(0)
     gates_a, vecs_a, h_a, c_a, r_a = (_addresses(f) for f in (gates, vecs, hbuf, cbuf, rbuf))
     aux_size = native.aux_size(config)
@@ -128,11 +130,11 @@ def _forward(config, x, w_ih, w_hh, b_gates, w_i, b_i, state, resets: dict[int, 
             memory, usage, rw, ww = (_masked(f, mask) for f in (memory, usage, rw, ww))
             if links:
                 link, prec = _masked(link, mask), _masked(prec, mask)
-        torch.addmm(gx_s[t], r_in, w_r_t, out=gates_s[t])
+        gates_s[t].addmm_(r_in, w_r_t)
         gates_s[t].addmm_(h_in, w_h_t)
         c_in_a = ptr(c_in) if t in resets else c_a[t]
         kernels.lstm_forward(batch, hsize, gates_a[t], c_in_a, h_a[t + 1], c_a[t + 1], threads)
-        torch.addmm(b_i, h_s[t + 1], w_i_t, out=vecs_s[t])
+        vecs_s[t].addmm_(h_s[t + 1], w_i_t)
         new_memory, new_usage = torch.empty_like(memory), torch.empty_like(usage)
         new_link = torch.empty_like(link) if links else link
         new_prec = torch.empty_like(prec) if links else prec
@@ -274,6 +276,7 @@ def _backward(config, resets, buffers, x, w_ih, w_hh, w_i, state, grads):
     # next step's product overwrites it)
     w_rh = torch.cat([w_ih[:, in_size:], w_hh], dim=1)
     g_rh = x.new_empty(batch, r * w + hsize)
+    g_r_view, gh_view = g_rh[:, : r * w], g_rh[:, r * w :]
     g_reads_t = x.new_empty(batch, r * w)  # dr_t from the output and from the next step's controller
     gh_t = x.new_empty(batch, hsize)
     gc_pair = (x.new_empty(batch, hsize), x.new_empty(batch, hsize))  # dc_{t-1} written, dc_t read
@@ -343,7 +346,7 @@ def _backward(config, resets, buffers, x, w_ih, w_hh, w_i, state, grads):
         )
         gc = gc_prev
         torch.mm(g_gates_s[t], w_rh, out=g_rh)
-        g_r, gh = g_rh[:, : r * w], g_rh[:, r * w :]
+        g_r, gh = g_r_view, gh_view
         if t in resets:  # the state entering step t was reset for these samples
             mask = resets[t]
             gh, gc, g_r, g_memory, g_usage, g_rw, g_ww = (
