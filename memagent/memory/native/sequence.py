@@ -241,11 +241,13 @@ class _DncSequence(torch.autograd.Function):
             for i, g in zip(wanted, result):
                 out[i] = g
             return (None, None, *out)
-        return (None, None, *_backward(config, resets, ctx.buffers, x, w_ih, w_hh, w_i, state, grads))
+        need_x = ctx.needs_input_grad[2]
+        return (None, None, *_backward(config, resets, ctx.buffers, x, w_ih, w_hh, w_i, state, grads, need_x))
 
 
-def _backward(config, resets, buffers, x, w_ih, w_hh, w_i, state, grads):
-    """The reverse loop: gradients of ``(x, W_ih, W_hh, b_gates, W_xi, b_xi, *state)``."""
+def _backward(config, resets, buffers, x, w_ih, w_hh, w_i, state, grads, need_x: bool = True):
+    """The reverse loop: gradients of ``(x, W_ih, W_hh, b_gates, W_xi, b_xi, *state)`` (that of ``x``
+    None unless ``need_x``: observations rarely need one, and it is a (T B, 4H) x (4H, I) product)."""
     kernels = native.load()[x.dtype]  # type: ignore[index]
     hbuf, cbuf, rbuf, gates, vecs, step_inputs, reset_inputs, next_memory = buffers
     batch, steps, in_size = x.shape
@@ -369,7 +371,7 @@ def _backward(config, resets, buffers, x, w_ih, w_hh, w_i, state, grads):
     g_b = flat_g.sum(0)
     g_w_i = flat_v.t() @ hbuf[1:].reshape(steps * batch, hsize)
     g_b_i = flat_v.sum(0)
-    g_x = (flat_g @ w_ih_x).view(steps, batch, in_size).transpose(0, 1)
+    g_x = (flat_g @ w_ih_x).view(steps, batch, in_size).transpose(0, 1) if need_x else None
     return (
         g_x,
         g_w_ih,
