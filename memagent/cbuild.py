@@ -4,7 +4,8 @@ The generic half of memagent's native kernels (the DNC's access kernel, the regr
 kernel): find a C compiler, compile one source into a per-user cache, load it.
 
 - **Cache**: ``$MEMAGENT_CACHE_DIR`` or ``~/.cache/memagent``; the file is named
-  ``<stem>-<key>.so`` where the key hashes the source (and any ``depends``), the flags, the compiler, the
+  ``<stem>-<key>.so`` where the key hashes the source (any ``depends`` and the shared headers of
+  :data:`INCLUDE_DIR`, which is on every build's include path), the flags, the compiler, the
   platform and the CPU's feature flags (``-march=native`` code is only reused on the same kind of CPU).
 - **Atomic**: the compiler writes a temporary file in the cache directory that is then renamed
   (``os.replace``) onto the final name, so concurrent processes never load a half-written library.
@@ -51,6 +52,9 @@ logger = logging.getLogger(__name__)
 
 #: flags every shared library needs (added by :func:`compile_library` when missing)
 BASE_FLAGS = ("-fPIC", "-shared")
+#: headers shared by the kernels (``#include "memagent_fastmath.h"``): on every build's include path, and
+#: their contents are part of every cache key
+INCLUDE_DIR = Path(__file__).resolve().with_name("include")
 _LOCK = threading.Lock()
 _LOADED: dict[tuple, ctypes.CDLL | None] = {}
 _MISSING = object()
@@ -144,7 +148,8 @@ def compile_library(
     if compiler is None:
         raise FileNotFoundError("no C compiler found ($CC, cc, gcc, clang)")
     flags = [*flags, *(f for f in BASE_FLAGS if f not in flags)]
-    texts = [source.read_bytes(), *(Path(p).read_bytes() for p in depends)]
+    headers = sorted(INCLUDE_DIR.glob("*.h")) if INCLUDE_DIR.is_dir() else []
+    texts = [source.read_bytes(), *(Path(p).read_bytes() for p in [*depends, *headers])]
     target = cache_dir() / f"{source.stem}-{_key(compiler, texts, [*flags, *libs])}.so"
     if target.exists():
         return target
@@ -153,7 +158,10 @@ def compile_library(
     os.close(fd)
     try:
         result = subprocess.run(
-            [compiler, *flags, "-o", tmp, str(source), *libs], capture_output=True, text=True, timeout=timeout
+            [compiler, *flags, f"-I{INCLUDE_DIR}", "-o", tmp, str(source), *libs],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
         )
         if result.returncode != 0:
             raise RuntimeError(f"{compiler} failed ({result.returncode}): {result.stderr.strip()[:2000]}")

@@ -100,3 +100,21 @@ def test_cache_dir_default_and_override(monkeypatch, tmp_path):
     assert cbuild.cache_dir().parts[-2:] == (".cache", "memagent")
     monkeypatch.setenv("MEMAGENT_CACHE_DIR", str(tmp_path))
     assert cbuild.cache_dir() == tmp_path
+
+
+def test_shared_headers_are_on_the_include_path_and_in_the_key(tmp_path, cache, monkeypatch):
+    include = tmp_path / "include"
+    include.mkdir()
+    (include / "shared.h").write_text("static inline int shared_value(void) { return 7; }\n")
+    monkeypatch.setattr(cbuild, "INCLUDE_DIR", include)
+    source = tmp_path / "uses_header.c"
+    source.write_text('#include "shared.h"\nint value(void) { return shared_value(); }\n')
+    first = cbuild.compile_library(source, ["-O1"])
+    assert ctypes.CDLL(str(first)).value() == 7
+    (include / "shared.h").write_text("static inline int shared_value(void) { return 8; }\n")
+    second = cbuild.compile_library(source, ["-O1"])
+    assert second != first and ctypes.CDLL(str(second)).value() == 8
+
+
+def test_the_kernels_shared_header_exists():
+    assert (cbuild.INCLUDE_DIR / "memagent_fastmath.h").is_file()

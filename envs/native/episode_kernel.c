@@ -22,6 +22,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "memagent_fastmath.h" /* memagent_expf (memagent/include, via memagent.cbuild) */
+
 #define TASK_SIN_MEAN 0
 #define TASK_HALF_COS_MEAN 1
 #define TASK_TANH_SHIFT 2 /* param: the shift k */
@@ -81,28 +83,6 @@ static inline void cos_sin_turn(float v, float *c_out, float *s_out) {
     *s_out = (q & 2) ? -ss : ss;       /* quadrants 2, 3 */
 }
 
-/* exp x (Cephes expf, ~1 ulp), argument clamped to [-87, 88] */
-static inline float exp_f(float x) {
-    x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
-    const float n = __builtin_floorf(x * 1.44269504088896341f + 0.5f);
-    float r = x - n * 0.693359375f;
-    r = r + n * 2.12194440e-4f;
-    const float r2 = r * r;
-    float p = 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    p = p * r2 + r + 1.0f;
-    union {
-        int32_t i;
-        float f;
-    } scale;
-    scale.i = ((int32_t)n + 127) << 23;
-    return p * scale.f;
-}
-
 /* tanh x (Cephes tanhf: odd polynomial below 0.625, 1 - 2 / (e^{2|x|} + 1) above) */
 static inline float tanh_f(float x) {
     const float ax = x < 0 ? -x : x;
@@ -113,7 +93,7 @@ static inline float tanh_f(float x) {
     p = p * z + 1.33314422036E-1f;
     p = p * z - 3.33332819422E-1f;
     const float small = p * z * x + x;
-    float big = 1.0f - 2.0f / (exp_f(ax + ax) + 1.0f);
+    float big = 1.0f - 2.0f / (memagent_expf(ax + ax) + 1.0f);
     big = x < 0 ? -big : big;
     return ax < 0.625f ? small : big;
 }

@@ -31,6 +31,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "memagent_fastmath.h" /* memagent_expf (memagent/include, via memagent.cbuild) */
+
 /* threads: how many threads the call may use (the batch loop is split into that many contiguous
  * chunks of samples; 1 or less: the calling thread alone) */
 typedef struct {
@@ -321,29 +323,6 @@ double pool_dispatch_ns(int threads, int B, int iters, long gap_ns, long work_ns
     return (double)total / (iters > 0 ? iters : 1);
 }
 
-/* exp for float32 in plain arithmetic (vectorisable; Cephes' expf polynomial, ~1 ulp on the range
- * used; inputs below -87 give ~1e-38 instead of 0). float64 keeps libm's exp. */
-static inline float fast_expf(float x) {
-    x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
-    const float n = __builtin_floorf(x * 1.44269504088896341f + 0.5f);
-    float r = x - n * 0.693359375f;
-    r = r + n * 2.12194440e-4f;
-    const float r2 = r * r;
-    float p = 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    p = p * r2 + r + 1.0f;
-    union {
-        int i;
-        float f;
-    } scale;
-    scale.i = ((int)n + 127) << 23;
-    return p * scale.f;
-}
-
 #define real float
 #define FN(name) name##_f32
 #include "access_kernel.c"
@@ -465,8 +444,8 @@ static void FN(work_init)(FN(work) * k, const access_cfg *c, char *mem, int back
     k->pairs = (FN(pair) *)(k->order + N);
 }
 
-/* exp: the vectorisable fast_expf for float32, libm for float64 (the tests' reference precision) */
-static inline real FN(exp)(real x) { return sizeof(real) == 4 ? (real)fast_expf((float)x) : (real)exp(x); }
+/* exp: the vectorisable memagent_expf for float32, libm for float64 (the tests' reference precision) */
+static inline real FN(exp)(real x) { return sizeof(real) == 4 ? (real)memagent_expf((float)x) : (real)exp(x); }
 
 static inline real FN(sigmoid)(real x) { return (real)1 / ((real)1 + FN(exp)(-x)); }
 
