@@ -115,6 +115,11 @@ def test_persistent_memory_and_adaptation_report():
     report = result.adaptation[1]
     assert set(report) == {0, 1, 3}
     assert report[3] != report[0]  # adapted parameters change predictions
+    # a step size far past the stable range: plain SGD blows up, backtracking on the support loss does not
+    plain = learner.adaptation_errors(1, 5, (3,), inner_lr=1e3)
+    safe = learner.adaptation_errors(1, 5, (3,), inner_lr=1e3, backtracking=30)
+    assert safe[0] == plain[0] and np.isfinite(safe[3]) and safe[3] < 10 * safe[0]
+    assert not plain[3] < 10 * plain[0]
 
 
 def test_learning_smoke_mlp_prioritized():

@@ -108,6 +108,19 @@ def test_safeguarded_step_gradient_flows_through_the_chosen_step():
     assert jac["weight"].item() == pytest.approx(-0.25)
 
 
+def test_sgd_adapt_backtracks_like_inner_adapt():
+    forward, params = functional_model(_linear(1.0, 0.0))
+    x = torch.tensor([[1.0], [2.0]])
+    y = torch.tensor([[3.0], [5.0]])
+    for halvings, expected in ((2, (3.0, 1.25)), (1, (1.0, 0.0))):  # the hand-computed cases above
+        safe = sgd_adapt(forward, params, x, y, steps=1, inner_lr=1.0, backtracking=halvings)
+        assert (safe["weight"].item(), safe["bias"].item()) == pytest.approx(expected)
+    a = sgd_adapt(forward, params, x, y, steps=4, inner_lr=1.0, backtracking=3)
+    b = inner_adapt(forward, params, x, y, steps=4, inner_lr=1.0, first_order=True, backtracking=3)
+    for k in a:
+        torch.testing.assert_close(a[k], b[k])
+
+
 def test_sgd_adapt_equals_first_order_inner_adapt():
     forward, params = functional_model(_linear(1.0, 0.0))
     x = torch.tensor([[1.0], [2.0]])

@@ -400,13 +400,17 @@ class ContinualLearner:
         return np.array([self.evaluate(j) for j in range(len(self.tasks))])
 
     def adaptation_errors(
-        self, task: int, support: int, steps: Sequence[int], inner_lr: float
+        self, task: int, support: int, steps: Sequence[int], inner_lr: float, backtracking: int = 0
     ) -> dict[int, float]:
         """Held-out error on ``task`` after k SGD steps (MAML's inner loop,
         :func:`memagent.meta.sgd_adapt`) on ``support`` support
         samples of the task (one sequence, from their own random stream).
 
-        The model is not changed. :return: ``{k: error}`` for each k in ``steps`` (and k = 0).
+        The model is not changed.
+
+        :param backtracking: halve a step that would increase the support loss, up to this many times
+            (:func:`memagent.meta.safeguarded_step`; 0: plain SGD).
+        :return: ``{k: error}`` for each k in ``steps`` (and k = 0).
         """
         from memagent.meta import functional_model, sgd_adapt
 
@@ -420,7 +424,9 @@ class ContinualLearner:
         cs = self.config.context_steps
         out = {}
         for k in sorted({0, *steps}):
-            adapted = sgd_adapt(forward, params, sx, y[None], steps=k, inner_lr=inner_lr)
+            adapted = sgd_adapt(
+                forward, params, sx, y[None], steps=k, inner_lr=inner_lr, backtracking=backtracking
+            )
             with torch.no_grad():
                 out[k] = float(((forward(adapted, einputs) - ey) ** 2)[:, cs:].mean())
         return out

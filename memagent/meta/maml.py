@@ -172,6 +172,7 @@ def sgd_adapt(
     steps: int,
     inner_lr: float,
     loss_fn: LossFn = F.mse_loss,
+    backtracking: int = 0,
 ) -> Params:
     """First-order inner loop (MAML eq. 1 with detached gradients) computed with ``torch.autograd.grad``.
 
@@ -179,15 +180,29 @@ def sgd_adapt(
     support ``torch.func`` transforms (e.g. custom ``autograd.Function`` kernels without
     ``setup_context``). Each step takes the gradient at the current adapted parameters.
 
+    :param backtracking: as in :func:`inner_adapt` (0: plain SGD; h: halve a step that would increase the
+        support loss, up to h times, see :func:`safeguarded_step`).
     :return: detached adapted parameters.
     """
-    _check_steps(steps, inner_lr)
+    _check_steps(steps, inner_lr, backtracking)
+
+    def support_loss(p: Mapping[str, Tensor]) -> Tensor:
+        with torch.no_grad():
+            return loss_fn(forward(p, x), y)
+
     adapted = {k: v.detach() for k, v in params.items()}
     for _ in range(steps):
         leaves = {k: v.requires_grad_(True) for k, v in adapted.items()}
         with torch.enable_grad():
             loss = loss_fn(forward(leaves, x), y)
             grads = torch.autograd.grad(loss, list(leaves.values()), allow_unused=True)
+        if backtracking:
+            current = {k: v.detach() for k, v in leaves.items()}
+            full = {k: torch.zeros_like(v) if g is None else g for (k, v), g in zip(current.items(), grads)}
+            adapted = safeguarded_step(
+                support_loss, current, full, loss.detach(), inner_lr=inner_lr, halvings=backtracking
+            )
+            continue
         adapted = {
             k: (v.detach() if g is None else (v - inner_lr * g).detach())
             for (k, v), g in zip(leaves.items(), grads)
