@@ -204,8 +204,7 @@ def build_episodes_native(
             ys[rows] = layout.tasks[k](xs[rows])
             if noisy is not None and layout.feedback == "target":
                 noisy[rows] += ys[rows]  # the kernel wrote sigma * n there
-    switched = np.zeros(tasks.shape, dtype=bool)
-    np.not_equal(tasks[1:], tasks[:-1], out=switched[1:])
+    switched = switch_flags(tasks)
     if layout.feedback == "target":
         feedback = ys if noisy is None else noisy
     elif layout.feedback == "reward":
@@ -254,6 +253,13 @@ def episode_targets(layout: RegressionLayout, xs: np.ndarray, tasks: np.ndarray)
     return ys.reshape(length, b, d)
 
 
+def switch_flags(tasks: np.ndarray) -> np.ndarray:
+    """``switched[t, b] = tasks[t, b] != tasks[t-1, b]`` (False at t = 0); ``tasks`` (L, B) -> (L, B) bool."""
+    switched = np.zeros(tasks.shape, dtype=bool)
+    np.not_equal(tasks[1:], tasks[:-1], out=switched[1:])
+    return switched
+
+
 def build_plans(
     layout: RegressionLayout,
     xs: np.ndarray,
@@ -269,8 +275,7 @@ def build_plans(
     :param noise: feedback noise, shape ``(L, B, d)`` (target) or ``(L, B)`` (reward), or None.
     """
     tasks = np.ascontiguousarray(tasks, dtype=np.int64)
-    switched = np.zeros(tasks.shape, dtype=bool)
-    np.not_equal(tasks[1:], tasks[:-1], out=switched[1:])
+    switched = switch_flags(tasks)
     if layout.feedback == "target":
         feedback = ys if noise is None else ys + noise
     elif layout.feedback == "reward":

@@ -202,11 +202,11 @@ def sgd_adapt(
             adapted = safeguarded_step(
                 support_loss, current, full, loss.detach(), inner_lr=inner_lr, halvings=backtracking
             )
-            continue
-        adapted = {
-            k: (v.detach() if g is None else (v - inner_lr * g).detach())
-            for (k, v), g in zip(leaves.items(), grads)
-        }
+        else:
+            adapted = {
+                k: (v.detach() if g is None else (v - inner_lr * g).detach())
+                for (k, v), g in zip(leaves.items(), grads)
+            }
     return adapted
 
 

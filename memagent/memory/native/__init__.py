@@ -118,30 +118,27 @@ def _bind(library: ctypes.CDLL) -> dict[str, object]:
     return functions
 
 
+#: the thread pool's functions (tests and benchmarks): name -> (restype, argtypes)
+_POOL_FUNCTIONS = {
+    "pool_workers": (ctypes.c_int, []),
+    "pool_parallel_calls": (ctypes.c_long, []),
+    "pool_set_grain": (None, [ctypes.c_double]),
+    "pool_get_grain": (ctypes.c_double, []),
+    "pool_limit": (ctypes.c_int, []),
+    "pool_late_calls": (ctypes.c_long, []),
+    "pool_set_adaptive": (None, [ctypes.c_int]),
+    "pool_dispatch_ns": (
+        ctypes.c_double,
+        [ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long, ctypes.c_long],
+    ),
+}
+
+
 def _bind_pool(library: ctypes.CDLL) -> ctypes.CDLL:
-    """Declare the thread pool's functions (``pool_*``, for tests and benchmarks) on ``library``."""
-    library.pool_workers.restype = ctypes.c_int
-    library.pool_workers.argtypes = []
-    library.pool_parallel_calls.restype = ctypes.c_long
-    library.pool_parallel_calls.argtypes = []
-    library.pool_set_grain.restype = None
-    library.pool_set_grain.argtypes = [ctypes.c_double]
-    library.pool_get_grain.restype = ctypes.c_double
-    library.pool_get_grain.argtypes = []
-    library.pool_limit.restype = ctypes.c_int
-    library.pool_limit.argtypes = []
-    library.pool_late_calls.restype = ctypes.c_long
-    library.pool_late_calls.argtypes = []
-    library.pool_set_adaptive.restype = None
-    library.pool_set_adaptive.argtypes = [ctypes.c_int]
-    library.pool_dispatch_ns.restype = ctypes.c_double
-    library.pool_dispatch_ns.argtypes = [
-        ctypes.c_int,
-        ctypes.c_int,
-        ctypes.c_int,
-        ctypes.c_long,
-        ctypes.c_long,
-    ]
+    """Declare the thread pool's functions (:data:`_POOL_FUNCTIONS`) on ``library``."""
+    for name, (restype, argtypes) in _POOL_FUNCTIONS.items():
+        function = getattr(library, name)
+        function.restype, function.argtypes = restype, argtypes
     return library
 
 

@@ -336,7 +336,7 @@ def _backward(config, resets, buffers, x, w_ih, w_hh, w_i, state, grads, need_x:
         own_grads = True
         next_memory = kept_memory
         torch.add(g_hid_s[t], gh, out=gh_t).addmm_(g_vecs_s[t], w_i)
-        gc_prev = gc_pair[1] if gc is gc_pair[0] else gc_pair[0]
+        gc_prev = _other(gc_pair, gc)
         kernels.lstm_backward(
             batch,
             hsize,
