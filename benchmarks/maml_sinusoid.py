@@ -52,8 +52,8 @@ def held_out_tasks(tasks: int, k: int, seed: int) -> tuple[torch.Tensor, ...]:
 
 def evaluate(
     learner: MAML, data: tuple[torch.Tensor, ...], steps: tuple[int, ...], backtracking: int = 0
-) -> dict[int, tuple[float, float, int]]:
-    """Per number of adaptation steps: (mean, median, diverged) query MSE over the held-out tasks;
+) -> dict[int, tuple[float, float, int, float]]:
+    """Per number of adaptation steps: (mean, median, diverged, worst) query MSE over the held-out tasks;
     ``diverged`` counts tasks whose adapted MSE is non-finite or above 1e3 (SGD blew up), which the mean
     alone would hide behind a NaN or one huge value. ``backtracking``: see
     :func:`memagent.meta.inner_adapt`."""
@@ -77,7 +77,8 @@ def evaluate(
 
         mse = torch.func.vmap(task_mse)(xs, ys, xq, yq)
         diverged = int((~torch.isfinite(mse) | (mse > 1e3)).sum())
-        out[s] = (float(mse.mean()), float(mse.nanmedian()), diverged)
+        worst = float(torch.nan_to_num(mse, nan=float("inf")).max())
+        out[s] = (float(mse.mean()), float(mse.nanmedian()), diverged, worst)
     return out
 
 
@@ -116,6 +117,11 @@ def support_curvature(
     gen = torch.Generator().manual_seed(0)
     v0 = {n: torch.randn((xs.shape[0], *p.shape), generator=gen) for n, p in params.items()}
     return torch.func.vmap(one_task)(xs, ys, v0)
+
+
+def _cell(value: float, fmt: str) -> str:
+    """``value`` in ``fmt``, or in 3 significant digits when a fixed-point number would be huge."""
+    return format(value, ".3g" if fmt.endswith("f") and abs(value) >= 1e6 else fmt)
 
 
 def train(args: argparse.Namespace, seed: int) -> tuple[MAML, float]:
@@ -168,6 +174,9 @@ def main(argv: list[str] | None = None) -> None:
         help="halvings for the safeguarded-SGD rows (0: leave them out)",
     )
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--float64", action="store_true", help="evaluate in float64 (training stays float32, as saved)"
+    )
     parser.add_argument("--quick", action="store_true", help="500 iterations, 200 evaluation tasks")
     parser.add_argument("--no-write", action="store_true", help="do not write benchmarks/results")
     parser.add_argument(
@@ -186,14 +195,17 @@ def main(argv: list[str] | None = None) -> None:
         args.iterations, args.eval_tasks = 500, 200
     torch.set_num_threads(args.threads)
     data = held_out_tasks(args.eval_tasks, K, seed=EVAL_SEED)
+    dtype = torch.float64 if args.float64 else torch.float32
+    data = tuple(t.to(dtype) for t in data)
     steps = (1, 5, 10)
     variants = [("SGD (the paper's)", 0)] + (
         [(f"SGD + backtracking ({args.backtracking})", args.backtracking)] if args.backtracking else []
     )
-    rows: list[tuple[int, str, dict[int, tuple[float, float, int]]]] = []
+    rows: list[tuple[int, str, dict[int, tuple[float, float, int, float]]]] = []
     notes = []
     for seed in seeds:
         learner, train_s = train(args, seed)
+        learner.model.to(dtype)  # in place: learner.params are the same Parameter objects
         for name, halvings in variants:
             rows.append((seed, name, evaluate(learner, data, steps, backtracking=halvings)))
             print(f"seed {seed}, {name}: {rows[-1][2]}", flush=True)
@@ -212,12 +224,12 @@ def main(argv: list[str] | None = None) -> None:
         out = ["| seed | inner loop | 0 | 1 | 5 | 10 |", "|---|---|---|---|---|---|"]
         for seed, name, res in rows:
             out.append(
-                f"| {seed} | {name} | " + " | ".join(format(res[s][field], fmt) for s in (0, *steps)) + " |"
+                f"| {seed} | {name} | " + " | ".join(_cell(res[s][field], fmt) for s in (0, *steps)) + " |"
             )
         if field == 0 and len(seeds) > 1:  # the mean over seeds of each variant (NaN if a seed diverged)
             for name, _ in variants:
                 means = [
-                    format(sum(r[s][0] for _, n, r in rows if n == name) / len(seeds), fmt)
+                    _cell(sum(r[s][0] for _, n, r in rows if n == name) / len(seeds), fmt)
                     for s in (0, *steps)
                 ]
                 out.append(f"| all {len(seeds)} | {name} | " + " | ".join(means) + " |")
@@ -227,7 +239,7 @@ def main(argv: list[str] | None = None) -> None:
     lines = [
         f"MAML sinusoid (Finn et al. 2017, K = {K}): method `{args.method}`, {args.iterations} "
         f"meta-iterations x {META_BATCH} tasks (1 inner SGD step, α = {ALPHA}, Adam 1e-3), "
-        f"{args.threads} CPU thread(s); query "
+        f"{args.threads} CPU thread(s), evaluated in {'float64' if args.float64 else 'float32'}; query "
         f"MSE on {args.eval_tasks} held-out tasks (100 points each) after 0 / 1 / 5 / 10 adaptation steps.",
         "",
         "Mean query MSE:",
@@ -243,12 +255,17 @@ def main(argv: list[str] | None = None) -> None:
         "",
         *table(2, "d"),
         "",
+        "Worst task's query MSE (inf: overflowed):",
+        "",
+        *table(3, ".3g"),
+        "",
         "Curvature of the support loss at the meta-learned θ (power iteration on Hessian-vector products):",
         "",
         *[f"- {n}" for n in notes],
         "",
         f"Command: `.venv/bin/python benchmarks/maml_sinusoid.py --iterations {args.iterations} "
-        f"--method {args.method} --seeds {seeds_arg} --backtracking {args.backtracking}`",
+        f"--method {args.method} --seeds {seeds_arg} --backtracking {args.backtracking}"
+        f"{' --float64' if args.float64 else ''}`",
     ]
     text = "\n".join(lines)
     print(text)
