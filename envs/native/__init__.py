@@ -140,6 +140,14 @@ def _bind(library: ctypes.CDLL) -> ctypes.CDLL:
 _BOUND: dict[int, ctypes.CDLL] = {}
 
 
+def _unprototyped(library: ctypes.CDLL, name: str) -> Any:
+    """A second function object for ``name`` without ``argtypes`` (no per-call argument conversion; pass
+    ``int`` for C ``int`` and prebuilt ``ctypes.c_void_p`` for pointers) returning nothing."""
+    function = library[name]  # a new function object each time, not the prototyped attribute
+    function.restype = None
+    return function
+
+
 def load() -> ctypes.CDLL | None:
     """The loaded kernel library, or None (``MEMAGENT_NATIVE=0``, no compiler, failed build)."""
     if not native_enabled():
@@ -380,7 +388,10 @@ class StepKernel:
 
     The kernel writes into two arrays private to this object, whose addresses are looked up once; each
     call returns fresh copies of them, so a caller may keep what it gets (measured: copying is cheaper
-    than taking the address of two new arrays through ctypes every step).
+    than taking the address of two new arrays through ctypes every step, and cheaper than fresh blocks of
+    several steps' outputs written in place, which the kernel then writes cold). The kernel is called
+    without ctypes argument conversion (prebuilt ``c_void_p`` arguments: ≈ 0.5 µs a call against
+    ≈ 1.2 µs with ``argtypes``).
 
     :param library: :func:`load`'s library.
     :param layout: the env's :class:`~envs.regression.RegressionLayout`.
@@ -392,7 +403,6 @@ class StepKernel:
     def __init__(self, library: ctypes.CDLL, layout: Any, plans: Any, revealed: np.ndarray) -> None:
         b, d, size = plans.xs.shape[1], layout.dim, layout.obs_size
         self._obs, self._rewards = np.empty((b, size), np.float32), np.empty(b, np.float32)
-        self._addresses = (self._obs.ctypes.data, self._rewards.ctypes.data)
         tasks = np.ascontiguousarray(plans.tasks, dtype=np.int64)
         self._keep = (plans, tasks, np.ascontiguousarray(revealed, dtype=np.uint8))
         self.actions = np.empty((b, d), np.float32)
@@ -415,11 +425,15 @@ class StepKernel:
             tasks.ctypes.data,
             self._keep[2].ctypes.data,
         )
-        self._call = library.ek_step
-        self._config_address = ctypes.addressof(self.config)
+        self._call = _unprototyped(library, "ek_step")
+        self._pointers = tuple(
+            ctypes.c_void_p(address)
+            for address in (ctypes.addressof(self.config), self._obs.ctypes.data, self._rewards.ctypes.data)
+        )
 
     def __call__(self, t: int, actions: Any) -> tuple[np.ndarray, np.ndarray]:
         """Score ``actions`` (anything that casts to ``(B, d)`` float32) against ``y_t``; observe ``t+1``."""
         np.copyto(self.actions, actions)
-        self._call(self._config_address, t, *self._addresses)
+        config, obs, rewards = self._pointers
+        self._call(config, t, obs, rewards)
         return self._obs.copy(), self._rewards.copy()
