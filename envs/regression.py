@@ -179,8 +179,14 @@ def build_episodes_native(
     n_x, n_noise, _ = episode_words(layout, schedule)
     length, d = layout.episode_length + 1, layout.dim
     words = np.ascontiguousarray(words, dtype=np.uint64)
-    uniforms = (words[:, n_x + n_noise :] >> np.uint64(11)) * (1.0 / 2.0**53)
-    tasks = np.ascontiguousarray(task_sequences(schedule, uniforms, length, pools), dtype=np.int64)
+    sequences = native.task_sequences(library, schedule, words, n_x + n_noise, length, pools)
+    if sequences is None:  # an explicit schedule: numpy
+        uniforms = (words[:, n_x + n_noise :] >> np.uint64(11)) * (1.0 / 2.0**53)
+        tasks = np.ascontiguousarray(task_sequences(schedule, uniforms, length, pools), dtype=np.int64)
+        tasks_t = np.ascontiguousarray(tasks.T)
+        switched = switch_flags(tasks_t)
+    else:
+        tasks, tasks_t, switched = sequences
     kinds, params = layout.native_tasks
     xs, ys, noisy, n_user = native.build_episodes(
         library,
@@ -195,7 +201,7 @@ def build_episodes_native(
         kinds,
         params,
     )
-    tasks = np.ascontiguousarray(tasks.T)
+    tasks = tasks_t
     if n_user:  # (t, b) rows of user tasks, one vectorised call per task
         ts, bs = np.nonzero(kinds[tasks] == native.TASK_CUSTOM)
         ids = tasks[ts, bs]
@@ -204,7 +210,6 @@ def build_episodes_native(
             ys[rows] = layout.tasks[k](xs[rows])
             if noisy is not None and layout.feedback == "target":
                 noisy[rows] += ys[rows]  # the kernel wrote sigma * n there
-    switched = switch_flags(tasks)
     if layout.feedback == "target":
         feedback = ys if noisy is None else noisy
     elif layout.feedback == "reward":

@@ -93,6 +93,8 @@ class RegressionVecEnv(RebuildsStepperOnCopy, VecEnv):
         self._action_shape = (self.num_envs, self.layout.dim)
         # the episodes' random words, drawn into the same buffer every episode
         self._words = np.empty((self.num_envs, self._n_words), np.uint64)
+        # the copies' generators as the kernel draws from them, rebuilt whenever one is replaced
+        self._word_source: native.WordSource | None = None
         self.metadata = first.metadata
         if seed is not None:
             self.seed(seed)
@@ -111,9 +113,12 @@ class RegressionVecEnv(RebuildsStepperOnCopy, VecEnv):
                 env.seed_stream(seed)
         library = native.load()
         self._native = library is not None
-        generators = [env.np_random for env in self.envs]
-        if library is not None:
-            native.draw_words(library, generators, words)  # = each env's draw_words(), in one C call
+        if library is not None:  # = each env's draw_words(), in one C call
+            generators = [env.np_random for env in self.envs]
+            source = self._word_source
+            if source is None or source.library is not library or not source.matches(generators):
+                source = self._word_source = native.WordSource(library, generators)
+            source(words)
         else:
             for i, env in enumerate(self.envs):
                 words[i] = env.draw_words()
@@ -127,6 +132,11 @@ class RegressionVecEnv(RebuildsStepperOnCopy, VecEnv):
         else:
             self.reset_infos = [{} for _ in range(self.num_envs)]
         return observe(self.layout, self._plans, 0, None, self._revealed)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        state["_word_source"] = None  # the addresses of this object's generators, never a copy's
+        return state
 
     def reset(self) -> VecEnvObs:
         """Reset every copy (copy ``i`` seeded with ``seeds[i]`` if :meth:`seed` was called); ``(n, D)``."""

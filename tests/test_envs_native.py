@@ -301,3 +301,85 @@ def test_portable_build_gives_bitwise_the_same_episodes(tmp_path, monkeypatch):
     for i, (a, b) in enumerate(zip(outs[0][:3], outs[1][:3])):
         np.testing.assert_array_equal(a[builtin] if i == 1 else a, b[builtin] if i == 1 else b)
     assert outs[0][3] == outs[1][3] == int((~builtin).sum())
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 5, 64])
+def test_word_source_equals_random_raw_for_any_number_of_generators(n):
+    """The in-place PCG64 path (generators advanced in their own memory, four at a time with a remainder)
+    gives random_raw's words and final states, for every batch size; and again on a second draw."""
+    lib = native.load()
+    assert native.pcg64_layout(lib) in (0, 1)  # numpy's PCG64 memory layout was recognised here
+    ours = [np.random.default_rng(seed) for seed in range(n)]
+    refs = [np.random.default_rng(seed) for seed in range(n)]
+    source = native.WordSource(lib, ours)
+    assert source.matches(list(ours)) and not source.matches(refs) and not source.matches(ours[:-1])
+    for width in (13, 1):
+        words = np.empty((n, width), np.uint64)
+        source(words)
+        for g, ref, row in zip(ours, refs, words):
+            np.testing.assert_array_equal(row, ref.bit_generator.random_raw(width))
+            assert g.bit_generator.state == ref.bit_generator.state
+
+
+def test_word_source_with_mixed_bit_generators_uses_next_raw():
+    lib = native.load()
+    makers = [np.random.PCG64, np.random.MT19937, np.random.PCG64, np.random.SFC64, np.random.Philox]
+    ours = [np.random.Generator(make(seed)) for seed, make in enumerate(makers)]
+    refs = [np.random.Generator(make(seed)) for seed, make in enumerate(makers)]
+    words = np.empty((len(makers), 9), np.uint64)
+    native.WordSource(lib, ours)(words)
+    for g, ref, row in zip(ours, refs, words):
+        np.testing.assert_array_equal(row, ref.bit_generator.random_raw(9))
+        assert pickle.dumps(g.bit_generator.state) == pickle.dumps(ref.bit_generator.state)
+
+
+def test_vec_env_rebuilds_its_word_source_when_a_generator_is_replaced(monkeypatch):
+    monkeypatch.setenv("MEMAGENT_NATIVE", "1")
+    venv = RegressionVecEnv(3, {"dim": 2, "episode_length": 3}, seed=0)
+    venv.reset()
+    first = venv._word_source
+    venv.reset()
+    assert venv._word_source is first  # the same generators: the same source
+    venv.envs[1].np_random = np.random.default_rng(99)
+    reference = np.random.default_rng(99).bit_generator.random_raw(venv._n_words)
+    venv.reset()
+    assert venv._word_source is not first
+    np.testing.assert_array_equal(venv._words[1], reference)
+    venv.seed(5)  # re-seeding replaces every generator
+    venv.reset()
+    single = NonStationaryRegression(dim=2, episode_length=3)
+    single.reset(seed=6)
+    np.testing.assert_array_equal(venv._plans.xs[:, 1], single._plan.xs[:, 0])
+
+
+@pytest.mark.parametrize(
+    "schedule, pools",
+    [
+        ({"schedule": "period", "period": 3}, [[0, 1, 2, 3], [2, 0, 3, 1], [1, 3, 0, 2]]),
+        ({"schedule": "period", "period": 1}, [[0, 1], [3], [2, 1, 0]]),  # a pool of one never switches
+        ({"schedule": "hazard", "hazard": 0.3}, [[0, 1, 2, 3], [1, 2], [3]]),
+        ({"schedule": "hazard", "hazard": 1.0}, [[2, 0, 1], [1, 2], [0, 1, 2, 3]]),
+        ({"schedule": "none"}, [[0, 1, 2, 3], [3, 1], [2]]),
+    ],
+)
+def test_native_task_sequences_equal_the_numpy_ones(schedule, pools):
+    from envs.regression import switch_flags
+    from envs.schedules import parse_schedule, task_sequences, uniforms_needed
+
+    lib = native.load()
+    period, hazard = schedule.get("period", 50), schedule.get("hazard", 0.02)
+    parsed = parse_schedule(schedule["schedule"], period=period, hazard=hazard, task_index=int)
+    length, first = 40, 5
+    pools = [np.asarray(p, np.int64) for p in pools]
+    shape = (3, first + uniforms_needed(parsed, length))
+    words = np.random.default_rng(1).integers(0, 2**64, shape, np.uint64)
+    words[0, first] = 2**64 - 1  # the largest uniform: floor(u * P) stays below P
+    uniforms = (words[:, first:] >> np.uint64(11)) * (1.0 / 2.0**53)
+    expected = task_sequences(parsed, uniforms, length, pools)
+    tasks, tasks_t, switched = native.task_sequences(lib, parsed, words, first, length, pools)
+    np.testing.assert_array_equal(tasks, expected)
+    np.testing.assert_array_equal(tasks_t, expected.T)
+    np.testing.assert_array_equal(switched, switch_flags(expected.T))
+    assert tasks_t.flags.c_contiguous and switched.dtype == bool
+    explicit = parse_schedule([(0, 1), (3, 2)], task_index=int)
+    assert native.task_sequences(lib, explicit, words, first, length, pools) is None

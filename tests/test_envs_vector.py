@@ -206,3 +206,7 @@ def test_deepcopy_continues_the_same_episode():
             np.testing.assert_array_equal(x, y)
     for _ in range(4):
         np.testing.assert_array_equal(env.step(actions[0])[0], env_copy.step(actions[0])[0])
+    # each drew its next episode from its own generators (the copy never draws from the original's)
+    for a, b in zip(venv.envs, venv_copy.envs):
+        assert a.np_random is not b.np_random
+        assert a.np_random.bit_generator.state == b.np_random.bit_generator.state

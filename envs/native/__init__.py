@@ -44,6 +44,7 @@ Python reference).
 from __future__ import annotations
 
 import ctypes
+import operator
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,7 @@ __all__ = [
     "FEEDBACK_CODES",
     "FLAGS",
     "StepKernel",
+    "WordSource",
     "TASK_CUSTOM",
     "TASK_HALF_COS_MEAN",
     "TASK_SIN_MEAN",
@@ -64,6 +66,8 @@ __all__ = [
     "draw_words",
     "episode_arrays",
     "pcg64_exact",
+    "pcg64_layout",
+    "task_sequences",
     "gaussians",
     "load",
 ]
@@ -132,6 +136,12 @@ def _bind(library: ctypes.CDLL) -> ctypes.CDLL:
     library.ek_draw_words.restype = None
     library.ek_pcg64_words.argtypes = [ctypes.c_int, _pointer, _i64, _pointer, _i64]
     library.ek_pcg64_words.restype = ctypes.c_int
+    library.ek_pcg64_inplace.argtypes = [ctypes.c_int, _pointer, ctypes.c_int, _i64, _pointer, _i64]
+    library.ek_pcg64_inplace.restype = ctypes.c_int
+    library.ek_task_sequences.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int]
+    library.ek_task_sequences.argtypes += [ctypes.c_double, _pointer, _i64, _pointer, _i64, _pointer]
+    library.ek_task_sequences.argtypes += [_pointer, _pointer, _pointer]
+    library.ek_task_sequences.restype = None
     library.ek_step.argtypes = [_pointer, ctypes.c_int, _pointer, _pointer]
     library.ek_step.restype = None
     return library
@@ -232,39 +242,170 @@ def pcg64_exact(library: ctypes.CDLL) -> bool:
     return _PCG64_CHECKED[key]
 
 
+_PCG64_LAYOUT: dict[int, int | None] = {}
+
+
+def _pcg64_memory(bit_generator: np.random.PCG64) -> list[int]:
+    """The four 64-bit words of a PCG64's ``{state, increment}`` pair as numpy keeps them in memory."""
+    pair = ctypes.c_void_p.from_address(bit_generator.ctypes.state_address).value
+    return np.frombuffer(ctypes.string_at(pair, 32), np.uint64).tolist()
+
+
+def pcg64_layout(library: ctypes.CDLL) -> int | None:
+    """How numpy keeps a PCG64's 128-bit state and increment in memory, for ``ek_pcg64_inplace``: 0 (a
+    native 128-bit integer, low word first), 1 (numpy's emulated ``{high, low}`` struct), or None (neither,
+    or the in-place kernel does not reproduce ``random_raw``: :func:`draw_words` then goes through the
+    public ``state``). Checked once per library on throwaway generators."""
+    key = id(library)
+    if key not in _PCG64_LAYOUT:
+        probe = np.random.PCG64(20241128)
+        probe.advance(12345)
+        state = probe.state["state"]
+        low_high = [x for v in (state["state"], state["inc"]) for x in (v & _MASK64, v >> 64)]
+        high_low = [x for v in (state["state"], state["inc"]) for x in (v >> 64, v & _MASK64)]
+        memory = _pcg64_memory(probe)
+        layout = 0 if memory == low_high else 1 if memory == high_low else None
+        if layout is not None and pcg64_exact(library):
+            for seed in (20241128, 7):
+                reference, candidate = np.random.PCG64(seed), np.random.PCG64(seed)
+                reference.advance(12345)
+                candidate.advance(12345)
+                expected = reference.random_raw(37)
+                got = np.empty((1, 37), np.uint64)
+                address = np.array([candidate.ctypes.state_address], np.uint64)
+                status = library.ek_pcg64_inplace(1, address.ctypes.data, layout, 37, got.ctypes.data, 37)
+                if status or not np.array_equal(got[0], expected) or candidate.state != reference.state:
+                    layout = None
+                    break
+        _PCG64_LAYOUT[key] = layout
+    return _PCG64_LAYOUT[key]
+
+
+class WordSource:
+    """:func:`draw_words` for a fixed list of generators, with every per-generator lookup (bit generators,
+    their locks in lock order, the addresses of their states) done once here rather than every episode.
+
+    For numpy's ``PCG64`` the kernel advances each generator's 128-bit LCG in place in the generator's own
+    memory (:func:`pcg64_layout`: no ``state`` dictionaries read and written per episode); otherwise as
+    :func:`draw_words` says. Build a new one whenever a generator is replaced (:meth:`matches`); holding
+    the generators keeps their addresses valid. Never copy or pickle one (the addresses are the
+    originals').
+
+    :param library: :func:`load`'s library.
+    :param generators: ``B`` numpy generators, copy ``b``'s words from ``generators[b]``.
+    """
+
+    def __init__(self, library: ctypes.CDLL, generators: Sequence[np.random.Generator]) -> None:
+        self.library = library
+        self.generators = tuple(generators)
+        bit_generators = [g.bit_generator for g in self.generators]
+        self._bit_generators = bit_generators
+        shared = len({id(bg) for bg in bit_generators}) < len(bit_generators)
+        self._locks = [lock for _, lock in sorted({id(bg.lock): bg.lock for bg in bit_generators}.items())]
+        self._pcg64 = not shared and all(type(bg) is np.random.PCG64 for bg in bit_generators)
+        self._layout = pcg64_layout(library) if self._pcg64 else None
+        self._states = None
+        if self._layout is not None:
+            self._states = np.array([bg.ctypes.state_address for bg in bit_generators], np.uint64)
+        self._bitgens = _bitgen_addresses(bit_generators)
+
+    def matches(self, generators: Sequence[np.random.Generator]) -> bool:
+        """Whether ``generators`` are exactly this source's generators (the same objects, in order)."""
+        return len(generators) == len(self.generators) and all(
+            map(operator.is_, generators, self.generators)
+        )
+
+    def __call__(self, words: np.ndarray) -> None:
+        """``words[b] = generators[b].bit_generator.random_raw(W)`` for every copy; ``words`` ``(B, W)``
+        uint64, C-contiguous."""
+        library, n = self.library, words.shape[1]
+        taken = []
+        try:
+            for lock in self._locks:
+                lock.acquire()
+                taken.append(lock)
+            if self._states is not None:
+                b, states, out = len(self._states), self._states.ctypes.data, words.ctypes.data
+                if not library.ek_pcg64_inplace(b, states, self._layout, n, out, n):
+                    return
+            if self._pcg64 and pcg64_exact(library) and _pcg64_words(library, self._bit_generators, words):
+                return
+            library.ek_draw_words(len(self._bitgens), self._bitgens.ctypes.data, n, words.ctypes.data, n)
+        finally:
+            for lock in reversed(taken):
+                lock.release()
+
+
 def draw_words(library: ctypes.CDLL, generators: Sequence[np.random.Generator], words: np.ndarray) -> None:
     """``words[b] = generators[b].bit_generator.random_raw(W)`` for every copy, in one kernel call.
 
     The same raw words in the same order as ``random_raw``, and the generators end in the same state.
-    For numpy's ``PCG64`` (Gymnasium's generator) the kernel advances the 128-bit LCG inline from the
-    generator's public ``state`` (verified against ``random_raw`` once per process: :func:`pcg64_exact`);
-    for any other bit generator it calls its ``next_raw`` through numpy's public ``bitgen_t`` interface.
-    Each generator's lock is held meanwhile, as ``random_raw`` does; distinct locks are taken once each, in
-    one global order (by ``id``), so two threads drawing for the same generators in different orders
-    cannot deadlock. Copies that share one bit generator draw one after the other, as ``random_raw``
-    called copy by copy would (the inline PCG64 path, which reads each state once, is not used then).
+    For numpy's ``PCG64`` (Gymnasium's generator) the kernel advances the 128-bit LCG inline, in the
+    generator's own memory (:func:`pcg64_layout`), or else from and back to its public ``state``
+    (verified against ``random_raw`` once per process: :func:`pcg64_exact`); for any other bit generator
+    it calls its ``next_raw`` through numpy's public ``bitgen_t`` interface. Each generator's lock is held
+    meanwhile, as ``random_raw`` does; distinct locks are taken once each, in one global order (by ``id``),
+    so two threads drawing for the same generators in different orders cannot deadlock. Copies that share
+    one bit generator draw one after the other, as ``random_raw`` called copy by copy would (the inline
+    PCG64 paths, which read each state once, are not used then). A caller drawing for the same generators
+    every episode keeps a :class:`WordSource` instead.
 
     :param generators: ``B`` numpy generators.
     :param words: ``(B, W)`` uint64, C-contiguous: the output.
     """
-    bit_generators = [g.bit_generator for g in generators]
-    shared = len({id(bg) for bg in bit_generators}) < len(bit_generators)
-    locks = sorted({id(bg.lock): bg.lock for bg in bit_generators}.items())
-    taken = []
-    try:
-        for _, lock in locks:
-            lock.acquire()
-            taken.append(lock)
-        pcg64 = all(type(bg) is np.random.PCG64 for bg in bit_generators)
-        if not shared and pcg64 and pcg64_exact(library) and _pcg64_words(library, bit_generators, words):
-            return
-        addresses = _bitgen_addresses(bit_generators)
-        library.ek_draw_words(
-            len(bit_generators), addresses.ctypes.data, words.shape[1], words.ctypes.data, words.shape[1]
-        )
-    finally:
-        for lock in reversed(taken):
-            lock.release()
+    WordSource(library, generators)(words)
+
+
+_SCHEDULE_CODES = {"none": 0, "period": 1, "hazard": 2}
+
+
+def task_sequences(
+    library: ctypes.CDLL,
+    schedule: Any,
+    words: np.ndarray,
+    first: int,
+    length: int,
+    pools: Sequence[np.ndarray],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """:func:`envs.schedules.task_sequences` in C for the ``"none"``, ``"period"`` and ``"hazard"``
+    schedules, exactly (the same uniforms and floors), with its transpose and the switch flags.
+
+    :param words: ``(B, W)`` uint64, C-contiguous; copy ``b``'s uniforms are ``words[b, first:]``
+        (``uniform = (word >> 11) · 2⁻⁵³``, :func:`~envs.schedules.uniforms_needed` of them).
+    :param length: episode rows ``L``; :param pools: each copy's task pool.
+    :return: ``tasks`` (B, L) int64, ``tasks.T`` (L, B) int64 C-contiguous and ``switched`` (L, B) bool
+        (:func:`envs.regression.switch_flags`); None for an explicit schedule (use the numpy code).
+    """
+    code = _SCHEDULE_CODES.get(schedule.kind)
+    if code is None:
+        return None
+    b = len(pools)
+    sizes = np.fromiter(map(len, pools), dtype=np.int64, count=b)
+    if np.all(sizes == sizes[0]):
+        padded = np.stack(pools).astype(np.int64, copy=False)
+    else:
+        padded = np.zeros((b, sizes.max()), dtype=np.int64)
+        for i, p in enumerate(pools):
+            padded[i, : len(p)] = p
+    padded = np.ascontiguousarray(padded)
+    tasks, tasks_t = np.empty((b, length), np.int64), np.empty((length, b), np.int64)
+    switched = np.empty((length, b), bool)
+    library.ek_task_sequences(
+        b,
+        length,
+        code,
+        schedule.period,
+        schedule.hazard,
+        words.ctypes.data + 8 * first,
+        words.shape[1],
+        padded.ctypes.data,
+        padded.shape[1],
+        sizes.ctypes.data,
+        tasks.ctypes.data,
+        tasks_t.ctypes.data,
+        switched.ctypes.data,
+    )
+    return tasks, tasks_t, switched
 
 
 def task_kinds(tasks: Any) -> tuple[np.ndarray, np.ndarray]:

@@ -235,6 +235,75 @@ int ek_pcg64_words(int B, uint64_t *state, int64_t n, uint64_t *words, int64_t s
 #endif
 }
 
+/* ek_pcg64_words on the generators' own states, in place: pcg[b] is the address of copy b's numpy
+ * pcg64_state (BitGenerator.ctypes.state_address), whose first member points to the generator's
+ * {state, increment} pair of 128-bit integers; high_first says how numpy stores them (0: __uint128_t,
+ * low word first on little-endian machines; 1: numpy's emulated {high, low} struct; the caller checks
+ * which against BitGenerator.state once per process). No Python state dictionaries per episode. Returns
+ * -1 where the compiler has no 128-bit integers or out of memory (nothing written). */
+int ek_pcg64_inplace(int B, void *const *pcg, int high_first, int64_t n, uint64_t *words, int64_t stride) {
+    uint64_t *packed = malloc(sizeof(uint64_t) * 4 * (size_t)(B > 0 ? B : 1));
+    if (!packed) return -1;
+    const int lo = high_first ? 1 : 0, hi = 1 - lo;
+    for (int b = 0; b < B; ++b) {
+        const uint64_t *g = *(uint64_t *const *)pcg[b];
+        uint64_t *s = packed + 4 * (int64_t)b;
+        s[0] = g[hi], s[1] = g[lo], s[2] = g[2 + hi], s[3] = g[2 + lo];
+    }
+    const int status = ek_pcg64_words(B, packed, n, words, stride);
+    if (status == 0)
+        for (int b = 0; b < B; ++b) {
+            uint64_t *g = *(uint64_t *const *)pcg[b];
+            g[hi] = packed[4 * (int64_t)b], g[lo] = packed[4 * (int64_t)b + 1];
+        }
+    free(packed);
+    return status;
+}
+
+#define SCHEDULE_NONE 0
+#define SCHEDULE_PERIOD 1
+#define SCHEDULE_HAZARD 2
+
+/* The task sequences of envs.schedules.task_sequences for the "none", "period" and "hazard" schedules,
+ * exactly (the same float64 uniforms u = (w >> 11) 2^-53 and the same floors): copy b's uniforms are
+ * the words words[b * stride + i], i < 1 (none) or 1 + L (period) or 1 + 2L (hazard); its pool is
+ * pools[b * pool_stride + :sizes[b]]. The initial position is floor(u_0 P); at a switch step t (t a
+ * multiple of period, or u_{L + 1 + t} < hazard, t >= 1) the position moves on by 1 + floor(u_{1 + t} (P - 1))
+ * modulo P (none where P = 1). Writes tasks (B, L), its transpose tasks_t (L, B) and switched (L, B)
+ * (tasks_t[t] != tasks_t[t - 1], 0 at t = 0). */
+void ek_task_sequences(int B, int L, int kind, int period, double hazard, const uint64_t *words, int64_t stride,
+                       const int64_t *pools, int64_t pool_stride, const int64_t *sizes, int64_t *tasks,
+                       int64_t *tasks_t, uint8_t *switched) {
+    const double scale = 1.0 / 9007199254740992.0; /* 2^-53 */
+    for (int b = 0; b < B; ++b) {
+        const uint64_t *w = words + b * stride;
+        const int64_t *pool = pools + b * pool_stride;
+        const int64_t size = sizes[b];
+        int64_t *seq = tasks + (int64_t)b * L;
+        int64_t pos = (int64_t)floor((double)(w[0] >> 11) * scale * (double)size);
+        if (kind == SCHEDULE_NONE) {
+            for (int t = 0; t < L; ++t) seq[t] = pool[pos];
+            continue;
+        }
+        seq[0] = pool[pos % size];
+        for (int t = 1; t < L; ++t) {
+            const int move = kind == SCHEDULE_PERIOD ? t % period == 0
+                                                     : (double)(w[L + 1 + t] >> 11) * scale < hazard;
+            if (move && size > 1) {
+                pos += 1 + (int64_t)floor((double)(w[1 + t] >> 11) * scale * (double)(size - 1));
+                pos %= size;
+            }
+            seq[t] = pool[pos % size];
+        }
+    }
+    for (int t = 0; t < L; ++t)
+        for (int b = 0; b < B; ++b) {
+            const int64_t k = tasks[(int64_t)b * L + t];
+            tasks_t[(int64_t)t * B + b] = k;
+            switched[(int64_t)t * B + b] = t > 0 && k != tasks[(int64_t)b * L + t - 1];
+        }
+}
+
 /* Whole episodes of B copies (L = episode length + 1 rows, dimension d), copy-major outputs.
  *   words (B, stride) uint64: copy b's words; [0, n_x) inputs, [n_x, n_x + n_noise) feedback noise
  *   tasks (B, L) int64 task ids; kinds/params per task id (TASK_*; other kinds: a user task)
