@@ -98,24 +98,81 @@ static inline float tanh_f(float x) {
     return ax < 0.625f ? small : big;
 }
 
-/* Box-Muller of one copy: 32-bit halves h of n_words words; for i < W = n_words
- *   u1 = (float(h[i]) + 0.5) 2^-32, u2 = float(h[W + i]) 2^-32 (float32, as numpy computes them),
- *   z[i] = sqrt(-2 ln u1) cos(2 pi u2), z[W + i] = sqrt(-2 ln u1) sin(2 pi u2). */
-static void gaussians_row(const uint32_t *restrict h, int64_t n_words, float *restrict z) {
+/* Box-Muller of one word: z = sqrt(-2 ln u1) cos(2 pi u2), z2 = sqrt(-2 ln u1) sin(2 pi u2) from the
+ * halves h1 -> u1 = (float(h1) + 0.5) 2^-32 and h2 -> u2 = float(h2) 2^-32 (float32, as numpy computes them) */
+static inline void box_muller(uint32_t h1, uint32_t h2, float *z, float *z2) {
     const float scale = 2.3283064365386963e-10f; /* 2^-32 */
+    float u1 = (float)h1 + 0.5f;
+    u1 *= scale;
+    float r = log_f(u1);
+    r *= -2.0f;
+    r = sqrtf(r);
+    float c, s;
+    cos_sin_turn((float)h2 * scale, &c, &s);
+    *z = r * c;
+    *z2 = r * s;
+}
+
+/* box_muller on GAUSS_BLOCK consecutive words, stage by stage (each stage one short loop over the block):
+ * exactly the same float32 operations per element, but the long dependency chains of log_f's polynomial
+ * are evaluated for four vectors side by side (~15% faster than one element's chain after another). */
+#define GAUSS_BLOCK 64
+static inline void box_muller_block(const uint32_t *restrict h1, const uint32_t *restrict h2, float *restrict z,
+                                    float *restrict z2) {
+    const float scale = 2.3283064365386963e-10f; /* 2^-32 */
+    float m[GAUSS_BLOCK], fe[GAUSS_BLOCK], y[GAUSS_BLOCK];
+    for (int j = 0; j < GAUSS_BLOCK; ++j) { /* log_f's argument reduction of u1 */
+        float u1 = (float)h1[j] + 0.5f;
+        u1 *= scale;
+        union {
+            float f;
+            int32_t i;
+        } u = {u1};
+        int32_t e = ((u.i >> 23) & 0xff) - 126;
+        u.i = (u.i & 0x007fffff) | 0x3f000000;
+        const float mm = u.f;
+        const int32_t low = mm < 0.707106781186547524f;
+        e -= low;
+        m[j] = low ? mm + mm - 1.0f : mm - 1.0f;
+        fe[j] = (float)e;
+    }
+    for (int j = 0; j < GAUSS_BLOCK; ++j) {
+        float t = 7.0376836292E-2f;
+        y[j] = t * m[j] - 1.1514610310E-1f;
+    }
+    for (int j = 0; j < GAUSS_BLOCK; ++j) y[j] = y[j] * m[j] + 1.1676998740E-1f;
+    for (int j = 0; j < GAUSS_BLOCK; ++j) y[j] = y[j] * m[j] - 1.2420140846E-1f;
+    for (int j = 0; j < GAUSS_BLOCK; ++j) y[j] = y[j] * m[j] + 1.4249322787E-1f;
+    for (int j = 0; j < GAUSS_BLOCK; ++j) y[j] = y[j] * m[j] - 1.6668057665E-1f;
+    for (int j = 0; j < GAUSS_BLOCK; ++j) y[j] = y[j] * m[j] + 2.0000714765E-1f;
+    for (int j = 0; j < GAUSS_BLOCK; ++j) y[j] = y[j] * m[j] - 2.4999993993E-1f;
+    for (int j = 0; j < GAUSS_BLOCK; ++j) y[j] = y[j] * m[j] + 3.3333331174E-1f;
+    for (int j = 0; j < GAUSS_BLOCK; ++j) { /* the end of log_f, then sqrt(-2 ln u1) */
+        const float mm = m[j], zz = mm * mm;
+        float t = y[j] * mm * zz;
+        t += -2.12194440e-4f * fe[j];
+        t += -0.5f * zz;
+        float r = mm + t;
+        r += 0.693359375f * fe[j];
+        r *= -2.0f;
+        y[j] = sqrtf(r);
+    }
+    for (int j = 0; j < GAUSS_BLOCK; ++j) {
+        float c, s;
+        cos_sin_turn((float)h2[j] * scale, &c, &s);
+        z[j] = y[j] * c;
+        z2[j] = y[j] * s;
+    }
+}
+
+/* Box-Muller of one copy: 32-bit halves h of n_words words; for i < W = n_words
+ *   z[i], z[W + i] = box_muller(h[i], h[W + i]) (cosines first, then sines). */
+static void gaussians_row(const uint32_t *restrict h, int64_t n_words, float *restrict z) {
     const uint32_t *restrict h2 = h + n_words;
     float *restrict z2 = z + n_words;
-    for (int64_t i = 0; i < n_words; ++i) {
-        float u1 = (float)h[i] + 0.5f;
-        u1 *= scale;
-        float r = log_f(u1);
-        r *= -2.0f;
-        r = sqrtf(r);
-        float c, s;
-        cos_sin_turn((float)h2[i] * scale, &c, &s);
-        z[i] = r * c;
-        z2[i] = r * s;
-    }
+    int64_t i = 0;
+    for (; i + GAUSS_BLOCK <= n_words; i += GAUSS_BLOCK) box_muller_block(h + i, h2 + i, z + i, z2 + i);
+    for (; i < n_words; ++i) box_muller(h[i], h2[i], z + i, z2 + i);
 }
 
 /* mean of a row in double precision, eight fixed accumulation chains (the same order for every row) */
@@ -129,20 +186,55 @@ static double row_mean(const float *restrict x, int d) {
     return s / d;
 }
 
-/* targets of one row; returns 0 for a user task (row untouched) */
-static int target_row(int kind, float param, const float *restrict x, float *restrict y, int d) {
+/* y = tanh(0.5 x + k) on n contiguous elements, TANH_BLOCK at a time stage by stage (exactly tanh_f per
+ * element; the exp and the division of four vectors overlap: ~12% faster than element after element) */
+#define TANH_BLOCK 64
+static void tanh_shift_run(float param, const float *restrict x, float *restrict y, int64_t n) {
+    int64_t i = 0;
+    for (; i + TANH_BLOCK <= n; i += TANH_BLOCK) {
+        float a[TANH_BLOCK], ax[TANH_BLOCK], e[TANH_BLOCK], small[TANH_BLOCK];
+        for (int j = 0; j < TANH_BLOCK; ++j) {
+            float v = 0.5f * x[i + j];
+            v += param;
+            a[j] = v;
+            ax[j] = v < 0 ? -v : v;
+        }
+        for (int j = 0; j < TANH_BLOCK; ++j) e[j] = memagent_expf(ax[j] + ax[j]);
+        for (int j = 0; j < TANH_BLOCK; ++j) {
+            const float v = a[j], z = v * v;
+            float p = -5.70498872745E-3f;
+            p = p * z + 2.06390887954E-2f;
+            p = p * z - 5.37397155531E-2f;
+            p = p * z + 1.33314422036E-1f;
+            p = p * z - 3.33332819422E-1f;
+            small[j] = p * z * v + v;
+        }
+        for (int j = 0; j < TANH_BLOCK; ++j) {
+            float big = 1.0f - 2.0f / (e[j] + 1.0f);
+            big = a[j] < 0 ? -big : big;
+            y[i + j] = ax[j] < 0.625f ? small[j] : big;
+        }
+    }
+    for (; i < n; ++i) {
+        float v = 0.5f * x[i];
+        v += param;
+        y[i] = tanh_f(v);
+    }
+}
+
+/* targets of `rows` consecutive rows of one task (contiguous (rows, d) blocks of x and y); returns 0 for a
+ * user task (rows untouched) */
+static int target_rows(int kind, float param, const float *restrict x, float *restrict y, int rows, int d) {
     if (kind == TASK_SIN_MEAN || kind == TASK_HALF_COS_MEAN) {
-        const double m = row_mean(x, d);
-        const float v = kind == TASK_SIN_MEAN ? (float)sin(m) : (float)(0.5 * cos(m));
-        for (int j = 0; j < d; ++j) y[j] = v;
+        for (int64_t r = 0; r < rows; ++r) {
+            const double m = row_mean(x + r * d, d);
+            const float v = kind == TASK_SIN_MEAN ? (float)sin(m) : (float)(0.5 * cos(m));
+            for (int j = 0; j < d; ++j) y[r * d + j] = v;
+        }
         return 1;
     }
     if (kind == TASK_TANH_SHIFT) {
-        for (int j = 0; j < d; ++j) {
-            float a = 0.5f * x[j];
-            a += param;
-            y[j] = tanh_f(a);
-        }
+        tanh_shift_run(param, x, y, (int64_t)rows * d);
         return 1;
     }
     return 0;
@@ -285,15 +377,21 @@ void ek_task_sequences(int B, int L, int kind, int period, double hazard, const 
             for (int t = 0; t < L; ++t) seq[t] = pool[pos];
             continue;
         }
-        seq[0] = pool[pos % size];
-        for (int t = 1; t < L; ++t) {
-            const int move = kind == SCHEDULE_PERIOD ? t % period == 0
-                                                     : (double)(w[L + 1 + t] >> 11) * scale < hazard;
+        pos %= size; /* floor(u P) < P already for u < 1 */
+        seq[0] = pool[pos];
+        for (int t = 1, next = period; t < L; ++t) {
+            int move;
+            if (kind == SCHEDULE_PERIOD) {
+                move = t == next;
+                next += move ? period : 0;
+            } else {
+                move = (double)(w[L + 1 + t] >> 11) * scale < hazard;
+            }
             if (move && size > 1) {
                 pos += 1 + (int64_t)floor((double)(w[1 + t] >> 11) * scale * (double)(size - 1));
-                pos %= size;
+                pos = pos >= size ? pos - size : pos; /* pos + 1 + floor(u (P - 1)) < 2P */
             }
-            seq[t] = pool[pos % size];
+            seq[t] = pool[pos];
         }
     }
     for (int t = 0; t < L; ++t)
@@ -334,10 +432,14 @@ int64_t ek_build_episodes(int B, int L, int d, const uint64_t *words, int64_t st
             gaussians_row((const uint32_t *)w, n_x, z);
             memcpy(x, z, sizeof(float) * (size_t)block);
         }
-        for (int t = 0; t < L; ++t) {
+        for (int t = 0, end; t < L; t = end) { /* runs of rows of one task (contiguous in the block) */
             const int64_t k = task[t];
-            user[t] = !target_row(kinds[k], params[k], x + (int64_t)t * d, y + (int64_t)t * d, d);
-            n_user += user[t];
+            for (end = t + 1; end < L && task[end] == k; ++end) {
+            }
+            const int user_rows = !target_rows(kinds[k], params[k], x + (int64_t)t * d, y + (int64_t)t * d,
+                                               end - t, d);
+            memset(user + t, user_rows, (size_t)(end - t));
+            n_user += user_rows * (end - t);
         }
         if (n_noise > 0 && feedback_mode == FEEDBACK_TARGET) {
             float *restrict f = feedback + b * block;
