@@ -150,12 +150,19 @@ def _bind(library: ctypes.CDLL) -> ctypes.CDLL:
 _BOUND: dict[int, ctypes.CDLL] = {}
 
 
+_UNPROTOTYPED: dict[tuple[int, str], tuple[ctypes.CDLL, Any]] = {}
+
+
 def _unprototyped(library: ctypes.CDLL, name: str) -> Any:
     """A second function object for ``name`` without ``argtypes`` (no per-call argument conversion; pass
-    ``int`` for C ``int`` and prebuilt ``ctypes.c_void_p`` for pointers) returning nothing."""
-    function = library[name]  # a new function object each time, not the prototyped attribute
-    function.restype = None
-    return function
+    ``int`` for C ``int`` and prebuilt ``ctypes.c_void_p`` for pointers) returning nothing; one a library."""
+    key = (id(library), name)
+    cached = _UNPROTOTYPED.get(key)
+    if cached is None or cached[0] is not library:
+        function = library[name]  # a new function object, not the prototyped attribute
+        function.restype = None
+        cached = _UNPROTOTYPED[key] = (library, function)
+    return cached[1]
 
 
 def load() -> ctypes.CDLL | None:
