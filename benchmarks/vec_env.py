@@ -98,6 +98,52 @@ where there is AVX-512). Dropped: recycling by reference count (above); per-epis
 blocks (the step then writes cold memory). The numpy path's earlier notes (the `info_keys` opt-out,
 clipping against full-shape bounds, `np.vecdot`, radix-sorted task ids) still apply with
 `MEMAGENT_NATIVE=0`.
+
+**Fourth round: the episode build and the step's call** (issue 3). Every change keeps the values
+bitwise: a digest of 21 rollouts (7 configurations × 1, 3 and 64 copies, both the batched and the single
+env, native and numpy paths) is identical before and after. Kept:
+- PCG64 words advanced **in the generators' own memory** (`BitGenerator.ctypes.state_address`; numpy's
+  128-bit layout recognised, and the in-place kernel checked against `random_raw`, once per process),
+  through a `WordSource` the VecEnv keeps (bit generators, locks in lock order and state addresses looked
+  up once; rebuilt when a generator is replaced, e.g. by `seed`; never copied with the env): no `state`
+  dictionaries read and written per episode. Eight generators at a time in AVX-512 lanes (the
+  64 × 64 → 128-bit product from four 32 × 32-bit products, `vprorvq`): ≈ 25 % faster than the scalar
+  loop in a C microbenchmark (3.1–3.5 against 4.1–4.6 ns a word, same run); the scalar loop elsewhere.
+- Task sequences and switch flags in C for the `none`/`period`/`hazard` schedules (the same float64
+  uniforms and floors; explicit schedules keep numpy); task pools padded with one `concatenate`
+  (`np.stack` of 64 pools cost ≈ 75 µs).
+- Box–Muller and the `tanh_shift` targets **stage by stage over blocks of 64** (each stage one short
+  loop, so the polynomial chains of four vectors run side by side; the same float32 operations per
+  element), targets per run of one task's rows: × 0.83–0.90 (Box–Muller) and × 0.87 (tanh rows) in C
+  microbenchmarks.
+- The fused step called **without ctypes argument conversion** (prebuilt `c_void_p`): ≈ 0.5 µs a call
+  against ≈ 1.2 µs with `argtypes`.
+
+Side by side in one process (load 1.9–2.1 by `uptime`: two other engineers' benchmarks on the 2 CPUs, so
+absolute µs are ≈ 1.3–1.7× an idle machine's): `.venv/bin/python benchmarks/vec_env.py --against 5b62504`
+(15 alternating rounds): RegressionVecEnv 87.1 → 73.4 µs a step (× 0.883), DummyVecEnv of the single env
+1,706 → 1,347 µs (× 0.934: the single env shares the task-sequence and step-call code); two earlier runs
+at load 2.35: × 0.858 and × 0.864 (single env × 0.961, × 0.968). The episode build alone
+(`_start_episodes`, 15 alternating rounds of 30 builds): 5,230 → 3,624 µs at 64 copies (× 0.69), 386 →
+238 µs at 1 copy (× 0.60).
+
+Tried and dropped (each measured side by side): interleaving 2–4 scalar PCG64 generators (1, 2, 3, 4 at
+a time: 3.3, 3.8, 3.4, 3.3 ns a word: the loop is bound by its three 64-bit multiplies a word, not by the
+dependency chain); fresh 8-step blocks of step outputs written in place instead of two copies per step
+(stepper 17.5 → 20.1 µs at 64 copies, 5.5 → 8.0 µs at 1 copy: the kernel then writes cold memory);
+time-major episode arrays (C microbenchmark: the step 10.4 → 9.4 µs, the build 2.4 → 4.7 ms); the info
+dicts as per-episode `tolist`s, `list(ys[t])`, a template `dict.copy()` or `map(dict, …)` (none better
+than the literal comprehension beyond noise, ± 4 %; `map(dict, …)` 2× slower); the next step's prefetch
+interleaved with the rows' work (within noise). Not taken because values would change in the last bits
+against earlier versions (max 4.8e-7 on the Gaussians): `fmaf` in the polynomials (Box–Muller × 0.7–0.8).
+
+Where a 64-env step goes now: the 64 info dicts ≈ 20–23 µs on an idle machine (64 dict literals and 64
+`target` row views: ≈ 0.11 µs each, the floor of a Python dict and a numpy view); the fused step ≈ 6–7
+µs (the kernel reads 512 cache lines scattered over the copy-major episode — memory-level parallelism,
+not arithmetic, bounds it — plus the action copy and the two output copies); the episode build ≈ 2.5–3.5
+ms every 200 steps, ≈ 13–17 µs a step (by `perf`: Box–Muller ≈ 30 %, PCG64 ≈ 30 %, targets ≈ 25 %,
+Python and the rest ≈ 15 %). **30× is still not reached** with default infos: it needs ≈ 36 µs a
+step, and the info dicts alone are ≈ 20.
 """
 
 
