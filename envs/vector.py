@@ -115,7 +115,7 @@ class RegressionVecEnv(RebuildsStepperOnCopy, VecEnv):
         self._native = library is not None
         if library is not None:  # = each env's draw_words(), in one C call
             generators = [env.np_random for env in self.envs]
-            source = self._word_source
+            source = getattr(self, "_word_source", None)  # (absent from envs pickled by earlier versions)
             if source is None or source.library is not library or not source.matches(generators):
                 source = self._word_source = native.WordSource(library, generators)
             source(words)
