@@ -281,6 +281,14 @@ def against_table(rev: str, n_envs: int, rounds: int) -> list[str]:
         old, new = micros[(side, rev)], micros[(side, "this tree")]
         ratio = statistics.median(n / o for n, o in zip(new, old))
         rows.append(f"| {side} | {statistics.median(old):.1f} | {statistics.median(new):.1f} | {ratio:.3f} |")
+    speedups = [  # the measure at each revision, median of the per-round ratios
+        statistics.median(
+            d / b
+            for d, b in zip(micros[("DummyVecEnv of the single env", r)], micros[("RegressionVecEnv", r)])
+        )
+        for r in (rev, "this tree")
+    ]
+    rows.append(f"| speed-up (DummyVecEnv / RegressionVecEnv) | {speedups[0]:.1f}× | {speedups[1]:.1f}× | |")
     return rows
 
 
