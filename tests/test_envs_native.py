@@ -384,3 +384,17 @@ def test_native_task_sequences_equal_the_numpy_ones(schedule, pools):
     assert tasks_t.flags.c_contiguous and switched.dtype == bool
     explicit = parse_schedule([(0, 1), (3, 2)], task_index=int)
     assert native.task_sequences(lib, explicit, words, first, length, pools) is None
+
+
+def test_word_source_without_the_in_place_layout_goes_through_the_public_state(monkeypatch):
+    """Where numpy's PCG64 memory layout is not recognised, the words still equal random_raw's (the
+    kernel then advances the generators from and back to their public ``state``)."""
+    lib = native.load()
+    monkeypatch.setitem(native._PCG64_LAYOUT, id(lib), None)
+    ours = [np.random.default_rng(seed) for seed in range(9)]
+    refs = [np.random.default_rng(seed) for seed in range(9)]
+    words = np.empty((9, 40), np.uint64)
+    native.WordSource(lib, ours)(words)
+    for g, ref, row in zip(ours, refs, words):
+        np.testing.assert_array_equal(row, ref.bit_generator.random_raw(40))
+        assert g.bit_generator.state == ref.bit_generator.state

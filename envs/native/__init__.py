@@ -252,9 +252,16 @@ def pcg64_exact(library: ctypes.CDLL) -> bool:
 _PCG64_LAYOUT: dict[int, int | None] = {}
 
 
-def _pcg64_memory(bit_generator: np.random.PCG64) -> list[int]:
-    """The four 64-bit words of a PCG64's ``{state, increment}`` pair as numpy keeps them in memory."""
+def _pcg64_memory(bit_generator: np.random.PCG64) -> list[int] | None:
+    """The four 64-bit words of a PCG64's ``{state, increment}`` pair as numpy keeps them in memory: its
+    ``pcg64_state`` struct starts with a pointer to the pair. None where that first member cannot be such
+    a pointer (it holds one of the state's own words, or is not an aligned address): a numpy whose struct
+    differs is then never dereferenced."""
     pair = ctypes.c_void_p.from_address(bit_generator.ctypes.state_address).value
+    state = bit_generator.state["state"]
+    own = {v >> 64 for v in state.values()} | {v & _MASK64 for v in state.values()}
+    if not pair or pair % 8 or pair in own:
+        return None
     return np.frombuffer(ctypes.string_at(pair, 32), np.uint64).tolist()
 
 
