@@ -29,8 +29,11 @@ angle 2πu to float32 first — and the targets within 8e-8 (1.4e-7 relative) of
 formulas. Native and numpy paths draw the same words and task sequences; their inputs differ by at most
 1.8e-6 and their rewards by float32 rounding (tests: inputs ≤ 4e-6, rewards ≤ 1e-5 relative).
 
-Other entry points: :func:`draw_words` (every copy's random words in one call, identical to
-``random_raw``) and :func:`episode_arrays` (fresh episode arrays placed for transparent huge pages).
+Other entry points: :func:`draw_words` and :class:`WordSource` (every copy's random words in one call,
+identical to ``random_raw``; numpy's PCG64 advanced in the generators' own memory, eight at a time in
+AVX-512 lanes where there are), :func:`task_sequences` (the task of every step and the switch flags, as
+:func:`envs.schedules.task_sequences`) and :func:`episode_arrays` (fresh episode arrays placed for
+transparent huge pages).
 
 Every episode and every step returns **fresh** arrays: nothing this module hands out is ever written
 again, so a caller may keep any observation, reward, ``info["target"]`` row or ``terminal_observation``

@@ -7,6 +7,9 @@
  *     according to the task sequence (rows of other tasks are left to the caller),
  *   - the feedback noise (target feedback: y + sigma n, or sigma n on the caller's rows; reward feedback:
  *     sigma n, (B, L)).
+ * ek_pcg64_words / ek_pcg64_inplace: every copy's PCG64 words (numpy's random_raw, exactly), from packed
+ *   states or in place in numpy's own generator memory; ek_draw_words: any bit generator via bitgen_t.
+ * ek_task_sequences: the task of every step and the switch flags (envs.schedules.task_sequences, exactly).
  * ek_step: the fused per-step scoring (clip, squared error, reward) and observation assembly, written
  * into the caller's observation and reward arrays (fresh ones every step: envs/native/__init__.py).
  *
