@@ -122,8 +122,9 @@ env, native and numpy paths) is identical before and after. Kept:
 Side by side in one process (load 1.9–2.1 by `uptime`: two other engineers' benchmarks on the 2 CPUs, so
 absolute µs are ≈ 1.3–1.7× an idle machine's): `.venv/bin/python benchmarks/vec_env.py --against 5b62504`
 (15 alternating rounds): RegressionVecEnv 87.1 → 73.4 µs a step (× 0.883), DummyVecEnv of the single env
-1,706 → 1,347 µs (× 0.934: the single env shares the task-sequence and step-call code); two earlier runs
-at load 2.35: × 0.858 and × 0.864 (single env × 0.961, × 0.968). The episode build alone
+1,706 → 1,347 µs (× 0.934: the single env shares the task-sequence and step-call code); again at load 2.2:
+× 0.870 and × 0.930, **the issue's speed-up 17.5× → 19.1×** (median of per-round ratios, bare single envs);
+two earlier runs at load 2.35: × 0.858 and × 0.864 (single env × 0.961, × 0.968). The episode build alone
 (`_start_episodes`, 15 alternating rounds of 30 builds): 5,230 → 3,624 µs at 64 copies (× 0.69), 386 →
 238 µs at 1 copy (× 0.60).
 
@@ -137,13 +138,15 @@ than the literal comprehension beyond noise, ± 4 %; `map(dict, …)` 2× slower
 interleaved with the rows' work (within noise). Not taken because values would change in the last bits
 against earlier versions (max 4.8e-7 on the Gaussians): `fmaf` in the polynomials (Box–Muller × 0.7–0.8).
 
-Where a 64-env step goes now: the 64 info dicts ≈ 20–23 µs on an idle machine (64 dict literals and 64
-`target` row views: ≈ 0.11 µs each, the floor of a Python dict and a numpy view); the fused step ≈ 6–7
+Where a 64-env step goes now: the 64 info dicts ≈ 20–23 µs on an idle machine (at load 1.6: the 64 dict
+literals ≈ 14 µs, the 64 `target` row views ≈ 7 µs — the cost of making a Python dict and a numpy view;
+no variant tried was faster); the fused step ≈ 6–7
 µs (the kernel reads 512 cache lines scattered over the copy-major episode — memory-level parallelism,
 not arithmetic, bounds it — plus the action copy and the two output copies); the episode build ≈ 2.5–3.5
 ms every 200 steps, ≈ 13–17 µs a step (by `perf`: Box–Muller ≈ 30 %, PCG64 ≈ 30 %, targets ≈ 25 %,
 Python and the rest ≈ 15 %). **30× is still not reached** with default infos: it needs ≈ 36 µs a
-step, and the info dicts alone are ≈ 20.
+step, and the info dicts alone are ≈ 20. The AVX-512 width was re-checked on the whole step loop (episode
+builds included): 256-bit vectors × 1.016 the time of 512-bit ones, so 512 stays.
 """
 
 
@@ -367,6 +370,7 @@ def main() -> None:
             (v0, 64, ()),
         ]
         episodes, rounds = 2, 5
+    load_start = os.getloadavg()[0]
     rows = [
         "| env id | n_envs | info keys | DummyVecEnv steps/s | RegressionVecEnv steps/s | speed-up |",
         "|---|---:|---|---:|---:|---:|",
@@ -381,7 +385,9 @@ def main() -> None:
         f"Env-steps per CPU second (median of {rounds} alternating rounds of {episodes} episode(s), "
         "autoresets included; d = 64, 200 steps/episode; speed-up = median per-round ratio). "
         f"Python {platform.python_version()}, numpy {np.__version__}, "
-        f"{os.cpu_count()} CPUs, OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}.\n"
+        f"{os.cpu_count()} CPUs, OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}; load average "
+        f"{load_start:.1f} at the start, {os.getloadavg()[0]:.1f} after the first table (other jobs share "
+        "the CPUs: compare ratios, not absolute rates, across runs).\n"
         f"Command: `.venv/bin/python benchmarks/vec_env.py{' --quick' if args.quick else ''}`\n"
     )
     n_steps = episodes * 200
