@@ -398,3 +398,19 @@ def test_word_source_without_the_in_place_layout_goes_through_the_public_state(m
     for g, ref, row in zip(ours, refs, words):
         np.testing.assert_array_equal(row, ref.bit_generator.random_raw(40))
         assert g.bit_generator.state == ref.bit_generator.state
+
+
+def test_unknown_numpy_struct_is_never_followed(monkeypatch):
+    """For a numpy outside the versions whose PCG64 struct is known, the first member is never read as a
+    pointer: no in-place layout, and the words still come from the public state."""
+    monkeypatch.setattr(native, "_KNOWN_PCG64_STRUCT", False)
+    assert native._pcg64_memory(np.random.PCG64(3)) is None
+    lib = native.load()
+    monkeypatch.setattr(native, "_PCG64_LAYOUT", {})
+    assert native.pcg64_layout(lib) is None
+    ours, refs = [np.random.default_rng(s) for s in range(3)], [np.random.default_rng(s) for s in range(3)]
+    words = np.empty((3, 5), np.uint64)
+    native.WordSource(lib, ours)(words)
+    for g, ref, row in zip(ours, refs, words):
+        np.testing.assert_array_equal(row, ref.bit_generator.random_raw(5))
+        assert g.bit_generator.state == ref.bit_generator.state

@@ -255,11 +255,17 @@ def pcg64_exact(library: ctypes.CDLL) -> bool:
 _PCG64_LAYOUT: dict[int, int | None] = {}
 
 
+# numpy versions whose ``pcg64_state`` starts with a pointer to the 128-bit pair (1.17 through 2.x)
+_KNOWN_PCG64_STRUCT = (1, 17) <= tuple(int(v) for v in np.__version__.split(".")[:2]) < (3, 0)
+
+
 def _pcg64_memory(bit_generator: np.random.PCG64) -> list[int] | None:
     """The four 64-bit words of a PCG64's ``{state, increment}`` pair as numpy keeps them in memory: its
     ``pcg64_state`` struct starts with a pointer to the pair. None where that first member cannot be such
     a pointer (it holds one of the state's own words, or is not an aligned address): a numpy whose struct
     differs is then never dereferenced."""
+    if not _KNOWN_PCG64_STRUCT:  # another numpy's struct may differ: never follow its first member
+        return None
     pair = ctypes.c_void_p.from_address(bit_generator.ctypes.state_address).value
     state = bit_generator.state["state"]
     own = {v >> 64 for v in state.values()} | {v & _MASK64 for v in state.values()}
