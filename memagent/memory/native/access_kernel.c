@@ -621,8 +621,107 @@ static void FN(link_row_backward_any)(int N, int i, const real *lrow, const real
         default: ANY; break;                 \
     }
 
+/* ---- tiled link forward (N a multiple of 8, R <= 8). The plain row loop above reloads its per-head
+ * pointers from the stack every vector iteration and loads / stores the R rows of b for every row of
+ * the link. Here TR rows go together over all column blocks of 8: the per-column quantities of a block
+ * (w, p, w^r_r) are packed (one pointer, constant offsets), f[r, i] stays in registers as 8 lane sums
+ * until the end of the rows, and the b[r, block] accumulators (packed too) are loaded and stored once
+ * per TR rows. Same arithmetic per entry as link_row_forward_r; b sums the rows in the same order, f's
+ * sums are split across the lanes. */
+typedef real FN(fv8) __attribute__((vector_size(8 * sizeof(real))));
+
+static inline FN(fv8) FN(fld8)(const real *x) {
+    FN(fv8) v;
+    memcpy(&v, x, sizeof v);
+    return v;
+}
+
+static inline void FN(fst8)(real *x, FN(fv8) v) { memcpy(x, &v, sizeof v); }
+
+static inline real FN(fhsum8)(FN(fv8) v) {
+    return ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7]));
+}
+
+#ifndef LINK_PF
+#define LINK_PF 1
+#endif
+/* L_t = (1 - w 1^T - 1 w^T) o L_{t-1} + w p^T (zero diagonal), f_r = L_t w^r_r, b_r = L_t^T w^r_r;
+ * pk: N / 8 * (2 + R) vectors, acc: N / 8 * R vectors (scratch). TR (rows per pass) divides 8. */
+static inline __attribute__((always_inline)) void FN(link_forward_tiled_r)(
+    int N, const real *restrict L, const real *restrict w, const real *restrict p, const real *restrict rw,
+    real *restrict Lt, real *restrict f, real *restrict b, FN(fv8) *restrict pk, FN(fv8) *restrict acc,
+    const int R, const int TR) {
+    const int nb = N / 8, PS = 2 + R;
+    for (int jb = 0; jb < nb; ++jb) {
+        FN(fv8) *P = pk + jb * PS;
+        P[0] = FN(fld8)(w + 8 * jb);
+        P[1] = FN(fld8)(p + 8 * jb);
+        for (int r = 0; r < R; ++r) {
+            P[2 + r] = FN(fld8)(rw + r * N + 8 * jb);
+            acc[jb * R + r] = (FN(fv8)){0};
+        }
+    }
+    for (int i0 = 0; i0 < N; i0 += TR) {
+        real a[8], wi[8], rwi[8][8];
+        FN(fv8) fv[8][8];
+        for (int t = 0; t < TR; ++t) {
+            wi[t] = w[i0 + t];
+            a[t] = 1 - wi[t];
+            for (int r = 0; r < R; ++r) {
+                rwi[t][r] = rw[r * N + i0 + t];
+                fv[t][r] = (FN(fv8)){0};
+            }
+        }
+        const int ib = i0 / 8, il = i0 % 8; /* the TR rows' diagonal entries: block ib, lanes il.. */
+        const int PF = i0 + (LINK_PF + 1) * TR <= N ? LINK_PF : 0;
+        const real *lrow = L + (size_t)i0 * N;
+        real *ltrow = Lt + (size_t)i0 * N;
+        for (int jb = 0; jb < nb; ++jb) {
+            const FN(fv8) *P = pk + jb * PS;
+            FN(fv8) *A = acc + jb * R;
+            FN(fv8) lt[8];
+            if (PF && (jb * 8 * (int)sizeof(real)) % 64 == 0)
+                for (int t = 0; t < TR; ++t) { /* the rows PF tiles ahead, one cache line at a time */
+                    __builtin_prefetch(lrow + (size_t)(PF * TR + t) * N + 8 * jb, 0, 3);
+                    __builtin_prefetch(ltrow + (size_t)(PF * TR + t) * N + 8 * jb, 1, 3);
+                }
+            for (int t = 0; t < TR; ++t)
+                lt[t] = (a[t] - P[0]) * FN(fld8)(lrow + (size_t)t * N + 8 * jb) + wi[t] * P[1];
+            if (jb == ib)
+                for (int t = 0; t < TR; ++t) lt[t][il + t] = 0;
+            for (int t = 0; t < TR; ++t) FN(fst8)(ltrow + (size_t)t * N + 8 * jb, lt[t]);
+            for (int r = 0; r < R; ++r) {
+                FN(fv8) s = A[r];
+                for (int t = 0; t < TR; ++t) {
+                    fv[t][r] += lt[t] * P[2 + r];
+                    s += rwi[t][r] * lt[t];
+                }
+                A[r] = s;
+            }
+        }
+        for (int t = 0; t < TR; ++t)
+            for (int r = 0; r < R; ++r) f[r * N + i0 + t] = FN(fhsum8)(fv[t][r]);
+        (void)0;
+    }
+    for (int jb = 0; jb < nb; ++jb)
+        for (int r = 0; r < R; ++r) FN(fst8)(b + r * N + 8 * jb, acc[jb * R + r]);
+}
+
+/* rows per pass of the tiled link forward: TR R vectors of f sums in registers (at most 16) */
+#define LINK_FORWARD_TR(R) ((R) <= 2 ? 8 : (R) <= 4 ? 4 : 2)
+
 static void FN(link_forward)(int N, int R, const real *L, const real *w, const real *p, const real *rw,
                              real *Lt, real *f, real *b) {
+    if (N % 8 == 0 && R <= 8) {
+        const size_t count = (size_t)(N / 8) * (2 + 2 * R);
+        FN(fv8) stack[1024], *heap = count > 1024 ? (FN(fv8) *)aligned_alloc(64, count * sizeof(FN(fv8))) : NULL;
+        FN(fv8) *pk = heap ? heap : stack, *acc = pk + (size_t)(N / 8) * (2 + R);
+#define CALL(RR) FN(link_forward_tiled_r)(N, L, w, p, rw, Lt, f, b, pk, acc, RR, LINK_FORWARD_TR(RR))
+        LINK_SWITCH(R, CALL, )
+#undef CALL
+        free(heap);
+        return;
+    }
     memset(b, 0, sizeof(real) * (size_t)R * N);
     for (int i = 0; i < N; ++i) {
         const real *lrow = L + (size_t)i * N;
