@@ -701,7 +701,6 @@ static inline __attribute__((always_inline)) void FN(link_forward_tiled_r)(
         }
         for (int t = 0; t < TR; ++t)
             for (int r = 0; r < R; ++r) f[r * N + i0 + t] = FN(fhsum8)(fv[t][r]);
-        (void)0;
     }
     for (int jb = 0; jb < nb; ++jb)
         for (int r = 0; r < R; ++r) FN(fst8)(b + r * N + 8 * jb, acc[jb * R + r]);
@@ -912,6 +911,80 @@ static void FN(softmax_backward)(const real *p, real *g, int n) {
     for (int i = 0; i < n; ++i) g[i] = p[i] * (g[i] - s);
 }
 
+/* k . M[n] into dots[n] and |M[n]|^2 into sq[n] for the N rows of M (W a multiple of 8): 4 rows at a
+ * time, independent vector accumulators (one horizontal sum per row and quantity). */
+static void FN(key_dots_blocked)(int N, int W, const real *restrict M, const real *restrict key,
+                                 real *restrict dots, real *restrict sq) {
+    const int nv = W / 8;
+    int n = 0;
+    for (; n + 4 <= N; n += 4) {
+        FN(fv8) d[4] = {{0}}, q[4] = {{0}};
+        const real *m = M + (size_t)n * W;
+        for (int c = 0; c < nv; ++c) {
+            const FN(fv8) kv = FN(fld8)(key + 8 * c);
+            for (int t = 0; t < 4; ++t) {
+                const FN(fv8) x = FN(fld8)(m + (size_t)t * W + 8 * c);
+                d[t] += x * kv;
+                q[t] += x * x;
+            }
+        }
+        for (int t = 0; t < 4; ++t) {
+            dots[n + t] = FN(fhsum8)(d[t]);
+            sq[n + t] = FN(fhsum8)(q[t]);
+        }
+    }
+    for (; n < N; ++n) {
+        FN(fv8) d = {0}, q = {0};
+        for (int c = 0; c < nv; ++c) {
+            const FN(fv8) x = FN(fld8)(M + (size_t)n * W + 8 * c);
+            d += x * FN(fld8)(key + 8 * c);
+            q += x * x;
+        }
+        dots[n] = FN(fhsum8)(d);
+        sq[n] = FN(fhsum8)(q);
+    }
+}
+
+/* The erase-and-write M_t[n] = M[n] + w_n (v - M[n] o e) (when `write`; else M_t given) fused with the read
+ * keys' dot products: dots[r, n] = k_r . M_t[n], sq[n] = |M_t[n]|^2 (W a multiple of 8, R <= 8). The keys,
+ * e and v are packed per column vector (constant offsets); each row of M is loaded once. */
+static inline __attribute__((always_inline)) void FN(write_read_dots_r)(
+    int N, int W, const real *restrict M, real *restrict Mt, const real *restrict ww, const real *restrict erase,
+    const real *restrict wv, const real *restrict keys, real *restrict dots, real *restrict sq, int write,
+    const int R) {
+    const int nv = W / 8, PS = R + 2;
+    FN(fv8) stack[640], *heap = (size_t)nv * PS > 640 ? (FN(fv8) *)aligned_alloc(64, sizeof(FN(fv8)) * nv * PS) : NULL;
+    FN(fv8) *pk = heap ? heap : stack;
+    for (int c = 0; c < nv; ++c) {
+        pk[c * PS] = FN(fld8)(erase + 8 * c);
+        pk[c * PS + 1] = FN(fld8)(wv + 8 * c);
+        for (int r = 0; r < R; ++r) pk[c * PS + 2 + r] = FN(fld8)(keys + (size_t)r * W + 8 * c);
+    }
+    for (int n = 0; n < N; ++n) {
+        const real *m = M + (size_t)n * W;
+        real *mt = Mt + (size_t)n * W;
+        const real wn = ww[n];
+        FN(fv8) acc[8], q = {0};
+        for (int r = 0; r < R; ++r) acc[r] = (FN(fv8)){0};
+        for (int c = 0; c < nv; ++c) {
+            const FN(fv8) *P = pk + c * PS;
+            FN(fv8) x;
+            if (write) {
+                const FN(fv8) mv = FN(fld8)(m + 8 * c);
+                x = mv + wn * (P[1] - mv * P[0]);
+                FN(fst8)(mt + 8 * c, x);
+            } else {
+                x = FN(fld8)(mt + 8 * c);
+            }
+            q += x * x;
+            for (int r = 0; r < R; ++r) acc[r] += x * P[2 + r];
+        }
+        for (int r = 0; r < R; ++r) dots[(size_t)r * N + n] = FN(fhsum8)(acc[r]);
+        sq[n] = FN(fhsum8)(q);
+    }
+    free(heap);
+}
+
 /* The step up to the link: activations, usage u_t, write weighting w^w_t, M_t (into Mt), read
  * content weightings on M_t. */
 /* aux (per sample, (4 + R) N values) keeps the step's costliest intermediates for the backward:
@@ -957,11 +1030,18 @@ static void FN(stage_memory)(const access_cfg *c, FN(work) * k, const real *vec,
         memcpy(k->mnorm, aux_mnorm, sizeof(real) * N);
         memcpy(k->wsim, aux_wsim, sizeof(real) * N);
     } else {
+        /* k . M_{t-1}[n] into wsim, |M_{t-1}[n]|^2 into mnorm; then the norms and cosines, vectorised */
+        if (W % 8 == 0) {
+            FN(key_dots_blocked)(N, W, M, wk, k->wsim, k->mnorm);
+        } else {
+            for (int n = 0; n < N; ++n) FN(row_dots)(M + (size_t)n * W, wk, W, 1, k->wsim + n, k->mnorm + n);
+        }
+        const real kn = k->knorm[R];
+#pragma omp simd
         for (int n = 0; n < N; ++n) {
-            real d, sq;
-            FN(row_dots)(M + (size_t)n * W, wk, W, 1, &d, &sq);
-            k->mnorm[n] = (real)sqrt(sq + eps);
-            k->wsim[n] = d / (k->knorm[R] * k->mnorm[n] + eps);
+            const real mn = (real)sqrt(k->mnorm[n] + eps);
+            k->mnorm[n] = mn;
+            k->wsim[n] = k->wsim[n] / (kn * mn + eps);
         }
         if (aux_mode == 1) {
             memcpy(aux_mnorm, k->mnorm, sizeof(real) * N);
@@ -1004,30 +1084,47 @@ static void FN(stage_memory)(const access_cfg *c, FN(work) * k, const real *vec,
     } else {
         for (int n = 0; n < N; ++n) k->ww[n] = wg * k->wc[n];
     }
-    /* M_t = M_{t-1} o (1 - w e^T) + w v^T */
-    if (!have_mt) {
-        for (int n = 0; n < N; ++n) {
-            const real *m = M + (size_t)n * W;
-            real *mt = Mt + (size_t)n * W;
-            const real w = k->ww[n];
+    /* M_t = M_{t-1} o (1 - w e^T) + w v^T; read content weightings c^{r,i} = softmax(beta_i D(k_i, M_t)) */
+    for (int r = 0; r < R; ++r) k->knorm[r] = (real)sqrt(FN(dot)(keys + r * W, keys + r * W, W) + eps);
+    const int blocked = W % 8 == 0 && R <= 8;
+    if (aux_mode == 2 || !blocked) {
+        if (!have_mt) {
+            for (int n = 0; n < N; ++n) {
+                const real *m = M + (size_t)n * W;
+                real *mt = Mt + (size_t)n * W;
+                const real w = k->ww[n];
 #pragma omp simd
-            for (int j = 0; j < W; ++j) mt[j] = m[j] + w * (wv[j] - m[j] * erase[j]);
+                for (int j = 0; j < W; ++j) mt[j] = m[j] + w * (wv[j] - m[j] * erase[j]);
+            }
         }
     }
-    /* read content weightings c^{r,i} = softmax(beta_i D(k_i, M_t)) */
-    for (int r = 0; r < R; ++r) k->knorm[r] = (real)sqrt(FN(dot)(keys + r * W, keys + r * W, W) + eps);
     if (aux_mode == 2) {
         memcpy(k->rnorm, aux_rnorm, sizeof(real) * N);
         memcpy(k->rsim, aux_rsim, sizeof(real) * (size_t)R * N);
     } else {
-        real d[64], sq;
-        real *dots = R <= 64 ? d : (real *)malloc(sizeof(real) * R);
-        for (int n = 0; n < N; ++n) {
-            FN(row_dots)(Mt + (size_t)n * W, keys, W, R, dots, &sq);
-            k->rnorm[n] = (real)sqrt(sq + eps);
-            for (int r = 0; r < R; ++r) k->rsim[r * N + n] = dots[r] / (k->knorm[r] * k->rnorm[n] + eps);
+        /* k_r . M_t[n] into rsim[r, n], |M_t[n]|^2 into rnorm[n] (fused with the erase-and-write when
+         * blocked); then the norms and cosines, vectorised */
+        if (blocked) {
+#define CALL(RR) FN(write_read_dots_r)(N, W, M, Mt, k->ww, erase, wv, keys, k->rsim, k->rnorm, !have_mt, RR)
+            LINK_SWITCH(R, CALL, )
+#undef CALL
+        } else {
+            real d[64];
+            real *dots = R <= 64 ? d : (real *)malloc(sizeof(real) * R);
+            for (int n = 0; n < N; ++n) {
+                FN(row_dots)(Mt + (size_t)n * W, keys, W, R, dots, k->rnorm + n);
+                for (int r = 0; r < R; ++r) k->rsim[r * N + n] = dots[r];
+            }
+            if (dots != d) free(dots);
         }
-        if (dots != d) free(dots);
+#pragma omp simd
+        for (int n = 0; n < N; ++n) k->rnorm[n] = (real)sqrt(k->rnorm[n] + eps);
+        for (int r = 0; r < R; ++r) {
+            const real kr = k->knorm[r];
+            real *sim = k->rsim + r * N;
+#pragma omp simd
+            for (int n = 0; n < N; ++n) sim[n] = sim[n] / (kr * k->rnorm[n] + eps);
+        }
         if (aux_mode == 1) {
             memcpy(aux_rnorm, k->rnorm, sizeof(real) * N);
             memcpy(aux_rsim, k->rsim, sizeof(real) * (size_t)R * N);
@@ -1049,9 +1146,55 @@ static void FN(stage_read_weights)(const access_cfg *c, FN(work) * k, real *rwt)
     }
 }
 
+/* reads r^i = M_t^T w^{r,i} for R <= 8, W a multiple of 8: CW column vectors of all R reads stay in
+ * registers over the memory rows (one load of M_t per R FMAs); wT (N R) holds w^r transposed, so a row's
+ * R weights are at constant offsets. Sums over n in the same order as the plain loop. */
+static inline __attribute__((always_inline)) void FN(reads_blocked_r)(int N, int W, const real *restrict wT,
+                                                                     const real *restrict Mt,
+                                                                     real *restrict reads, const int R,
+                                                                     const int CW) {
+    const int nv = W / 8;
+    int c0 = 0;
+    for (; c0 + CW <= nv; c0 += CW) {
+        FN(fv8) acc[8][4];
+        for (int r = 0; r < R; ++r)
+            for (int c = 0; c < CW; ++c) acc[r][c] = (FN(fv8)){0};
+        for (int n = 0; n < N; ++n) {
+            const real *mt = Mt + (size_t)n * W + 8 * c0, *a = wT + (size_t)n * R;
+            FN(fv8) m[4];
+            for (int c = 0; c < CW; ++c) m[c] = FN(fld8)(mt + 8 * c);
+            for (int r = 0; r < R; ++r)
+                for (int c = 0; c < CW; ++c) acc[r][c] += a[r] * m[c];
+        }
+        for (int r = 0; r < R; ++r)
+            for (int c = 0; c < CW; ++c) FN(fst8)(reads + (size_t)r * W + 8 * (c0 + c), acc[r][c]);
+    }
+    for (; c0 < nv; ++c0) { /* the last column vectors, one at a time */
+        FN(fv8) acc[8];
+        for (int r = 0; r < R; ++r) acc[r] = (FN(fv8)){0};
+        for (int n = 0; n < N; ++n) {
+            const FN(fv8) m = FN(fld8)(Mt + (size_t)n * W + 8 * c0);
+            for (int r = 0; r < R; ++r) acc[r] += wT[(size_t)n * R + r] * m;
+        }
+        for (int r = 0; r < R; ++r) FN(fst8)(reads + (size_t)r * W + 8 * c0, acc[r]);
+    }
+}
+
+/* column vectors per pass of the blocked reads: R CW accumulators (at most 16) */
+#define READS_CW(R) ((R) <= 4 ? 4 : 2)
+
 /* reads r^i = M_t^T w^{r,i} */
 static void FN(stage_reads)(const access_cfg *c, const real *rwt, const real *Mt, real *reads) {
     const int N = c->N, W = c->W, R = c->R;
+    if (W % 8 == 0 && R <= 8 && N <= 1024) {
+        real wT[8 * 1024];
+        for (int r = 0; r < R; ++r)
+            for (int n = 0; n < N; ++n) wT[n * R + r] = rwt[r * N + n];
+#define CALL(RR) FN(reads_blocked_r)(N, W, wT, Mt, reads, RR, READS_CW(RR))
+        LINK_SWITCH(R, CALL, )
+#undef CALL
+        return;
+    }
     memset(reads, 0, sizeof(real) * (size_t)R * W);
     for (int n = 0; n < N; ++n) {
         const real *mt = Mt + (size_t)n * W;
