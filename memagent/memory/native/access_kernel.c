@@ -985,6 +985,27 @@ static inline __attribute__((always_inline)) void FN(write_read_dots_r)(
     free(heap);
 }
 
+/* The ascending stable order of s (N a multiple of 8): rank n = #{m: s_m < s_n} + #{m < n: s_m == s_n},
+ * order[rank n] = n; vectorised over 8 n at a time against one broadcast s_m: for m before the block
+ * s_m <= s_n counts, after it s_m < s_n, inside it the full test. */
+typedef __typeof__(__builtin_choose_expr(sizeof(real) == 4, (int32_t)0, (int64_t)0)) FN(rint);
+typedef FN(rint) FN(iv8) __attribute__((vector_size(8 * sizeof(real)))); /* a comparison's lanes */
+
+static void FN(rank_order_blocked)(int N, const real *restrict s, int *restrict order) {
+    for (int n0 = 0; n0 < N; n0 += 8) {
+        const FN(fv8) v = FN(fld8)(s + n0);
+        FN(iv8) cnt = {0}, idx;
+        for (int l = 0; l < 8; ++l) idx[l] = n0 + l;
+        for (int m = 0; m < n0; ++m) cnt -= (FN(fv8)){0} + s[m] <= v;
+        for (int m = n0; m < n0 + 8; ++m) {
+            const FN(fv8) sm = (FN(fv8)){0} + s[m];
+            cnt -= (sm < v) | ((sm == v) & (m < idx));
+        }
+        for (int m = n0 + 8; m < N; ++m) cnt -= (FN(fv8)){0} + s[m] < v;
+        for (int l = 0; l < 8; ++l) order[cnt[l]] = n0 + l;
+    }
+}
+
 /* The step up to the link: activations, usage u_t, write weighting w^w_t, M_t (into Mt), read
  * content weightings on M_t. */
 /* aux (per sample, (4 + R) N values) keeps the step's costliest intermediates for the backward:
@@ -1008,19 +1029,25 @@ static void FN(stage_memory)(const access_cfg *c, FN(work) * k, const real *vec,
     const real *erase = k->gate, *free_g = k->gate + W;
     const real wg = k->gate[nsig - 1];
     /* u_t = (u + w - u w) psi, psi = prod_i (1 - f^i w^{r,i}_{t-1}) (times the decay) */
-    for (int n = 0; n < N; ++n) {
-        real pre = u[n] + pww[n] - u[n] * pww[n];
-        real psi;
-        if (c->alloc) {
-            psi = 1;
-            for (int r = 0; r < R; ++r) psi *= 1 - free_g[r] * rw[r * N + n];
-            if (decay != 1) psi *= decay;
-        } else {
-            psi = decay;
+    {
+        real *restrict psi = k->psi, *restrict pre = k->pre;
+        const real start = c->alloc ? 1 : decay;
+        for (int n = 0; n < N; ++n) psi[n] = start;
+        if (c->alloc) { /* head by head over n (vectorised), the same products in the same order */
+            for (int r = 0; r < R; ++r) {
+                const real fr = free_g[r];
+                const real *restrict rwr = rw + (size_t)r * N;
+#pragma omp simd
+                for (int n = 0; n < N; ++n) psi[n] *= 1 - fr * rwr[n];
+            }
+            if (decay != 1)
+                for (int n = 0; n < N; ++n) psi[n] *= decay;
         }
-        k->pre[n] = pre;
-        k->psi[n] = psi;
-        ut[n] = pre * psi;
+#pragma omp simd
+        for (int n = 0; n < N; ++n) {
+            pre[n] = u[n] + pww[n] - u[n] * pww[n];
+            ut[n] = pre[n] * psi[n];
+        }
     }
     /* write content weighting c^w = softmax(beta D(k, M_{t-1})) */
     k->knorm[R] = (real)sqrt(FN(dot)(wk, wk, W) + eps);
@@ -1062,23 +1089,35 @@ static void FN(stage_memory)(const access_cfg *c, FN(work) * k, const real *vec,
             for (int j = 0; j < N; ++j) k->order[j] = (int)aux_order[j];
         } else {
             for (int n = 0; n < N; ++n) k->su[n] = k->pairs[n].v;
-            for (int n = 0; n < N; ++n) {
-                const real v = k->su[n];
-                int rank = 0;
+            if (N % 8 == 0) {
+                FN(rank_order_blocked)(N, k->su, k->order);
+            } else {
+                for (int n = 0; n < N; ++n) {
+                    const real v = k->su[n];
+                    int rank = 0;
 #pragma omp simd reduction(+ : rank)
-                for (int m = 0; m < N; ++m) rank += (k->su[m] < v) | ((k->su[m] == v) & (m < n));
-                k->order[rank] = n;
+                    for (int m = 0; m < N; ++m) rank += (k->su[m] < v) | ((k->su[m] == v) & (m < n));
+                    k->order[rank] = n;
+                }
             }
             if (aux_mode == 1)
                 for (int j = 0; j < N; ++j) aux_order[j] = (real)k->order[j];
         }
-        real prod = 1;
-        for (int j = 0; j < N; ++j) {
-            k->su[j] = k->pairs[k->order[j]].v;
-            k->sprod[j] = prod;
-            k->salloc[j] = (1 - k->su[j]) * prod;
-            k->alloc[k->order[j]] = k->salloc[j];
-            prod *= k->su[j];
+        {
+            /* (restrict locals: through k's fields every store would reload the pointers) */
+            const int *restrict order = k->order;
+            const FN(pair) *restrict pairs = k->pairs;
+            real *restrict su = k->su, *restrict sprod = k->sprod, *restrict salloc = k->salloc;
+            real *restrict alloc = k->alloc;
+            real prod = 1;
+            for (int j = 0; j < N; ++j) {
+                const real sj = pairs[order[j]].v, a = (1 - sj) * prod;
+                su[j] = sj;
+                sprod[j] = prod;
+                salloc[j] = a;
+                alloc[order[j]] = a;
+                prod *= sj;
+            }
         }
         for (int n = 0; n < N; ++n) k->ww[n] = wg * (ga * k->alloc[n] + (1 - ga) * k->wc[n]);
     } else {
