@@ -130,3 +130,23 @@ def test_dnc_sequence_at_blocked_sizes(keep_aux, monkeypatch):
         torch.testing.assert_close(a, e, rtol=1e-12, atol=1e-13)
     for a, e in zip(g_n, g_t):
         torch.testing.assert_close(a, e, rtol=1e-9, atol=1e-11)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+def test_allocation_product_through_the_subnormal_range(dtype, monkeypatch):
+    """The allocation's running product of sorted usages falls below the smallest normal number (the
+    kernel flushes it to zero there): the step still equals the torch path (float64) to rounding."""
+    n = 192 if dtype == torch.float32 else 1024  # the product: ~1e-53 (float32), ~1e-365 (float64)
+    cfg = MemoryConfig(memory_size=n, word_size=8, num_read_heads=1)
+    vector, state = random_step(cfg, batch=1, seed=5)
+    usage = torch.full_like(state[1], 0.5)
+    usage[:, : n // 4] = 0.3
+    state = (state[0], usage, *state[2:])
+    monkeypatch.setenv("MEMAGENT_NATIVE", "1")
+    got = native.access_forward(cfg, vector.to(dtype), *(t.to(dtype) for t in state))
+    assert all(torch.isfinite(t).all() for t in got)
+    monkeypatch.setenv("MEMAGENT_NATIVE", "0")
+    expected = fused._AccessStep.apply(vector, *state, cfg)[: len(got)]
+    tol = dict(rtol=1e-4, atol=1e-6) if dtype == torch.float32 else dict(rtol=1e-12, atol=1e-13)
+    for a, e in zip(got, expected):
+        torch.testing.assert_close(a.double(), e.reshape(a.shape), **tol)
