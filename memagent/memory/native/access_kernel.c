@@ -987,13 +987,46 @@ static inline __attribute__((always_inline)) void FN(write_read_dots_r)(
 }
 
 /* The ascending stable order of s (N a multiple of 8): rank n = #{m: s_m < s_n} + #{m < n: s_m == s_n},
- * order[rank n] = n; vectorised over 8 n at a time against one broadcast s_m: for m before the block
- * s_m <= s_n counts, after it s_m < s_n, inside it the full test. */
+ * order[rank n] = n; vectorised over 16 (then 8) n at a time against one broadcast s_m: for m before an
+ * n-block s_m <= s_n counts, after it s_m < s_n, inside it the full test. */
 typedef __typeof__(__builtin_choose_expr(sizeof(real) == 4, (int32_t)0, (int64_t)0)) FN(rint);
 typedef FN(rint) FN(iv8) __attribute__((vector_size(8 * sizeof(real)))); /* a comparison's lanes */
 
 static void FN(rank_order_blocked)(int N, const real *restrict s, int *restrict order) {
-    for (int n0 = 0; n0 < N; n0 += 8) {
+    int n0 = 0;
+    for (; n0 + 16 <= N; n0 += 16) { /* two blocks A = [n0, n0 + 8), B = [n0 + 8, n0 + 16) */
+        const FN(fv8) va = FN(fld8)(s + n0), vb = FN(fld8)(s + n0 + 8);
+        FN(iv8) ca = {0}, cb = {0}, ia, ib;
+        for (int l = 0; l < 8; ++l) {
+            ia[l] = n0 + l;
+            ib[l] = n0 + 8 + l;
+        }
+        for (int m = 0; m < n0; ++m) {
+            const FN(fv8) sm = (FN(fv8)){0} + s[m];
+            ca -= sm <= va;
+            cb -= sm <= vb;
+        }
+        for (int m = n0; m < n0 + 8; ++m) {
+            const FN(fv8) sm = (FN(fv8)){0} + s[m];
+            ca -= (sm < va) | ((sm == va) & (m < ia));
+            cb -= sm <= vb;
+        }
+        for (int m = n0 + 8; m < n0 + 16; ++m) {
+            const FN(fv8) sm = (FN(fv8)){0} + s[m];
+            ca -= sm < va;
+            cb -= (sm < vb) | ((sm == vb) & (m < ib));
+        }
+        for (int m = n0 + 16; m < N; ++m) {
+            const FN(fv8) sm = (FN(fv8)){0} + s[m];
+            ca -= sm < va;
+            cb -= sm < vb;
+        }
+        for (int l = 0; l < 8; ++l) {
+            order[ca[l]] = n0 + l;
+            order[cb[l]] = n0 + 8 + l;
+        }
+    }
+    for (; n0 < N; n0 += 8) {
         const FN(fv8) v = FN(fld8)(s + n0);
         FN(iv8) cnt = {0}, idx;
         for (int l = 0; l < 8; ++l) idx[l] = n0 + l;
