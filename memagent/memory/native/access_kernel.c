@@ -1213,15 +1213,19 @@ static void FN(stage_memory)(const access_cfg *c, FN(work) * k, const real *vec,
 }
 
 /* w^r_t = pi_1 b + pi_2 f + pi_3 c^r (or c^r without links) */
-static void FN(stage_read_weights)(const access_cfg *c, FN(work) * k, real *rwt) {
+static void FN(stage_read_weights)(const access_cfg *c, FN(work) * k, real *restrict rwt) {
     const int N = c->N, R = c->R;
+    const real *restrict rc = k->rc;
+    if (!c->links) {
+        memcpy(rwt, rc, sizeof(real) * (size_t)R * N);
+        return;
+    }
+    const real *restrict b = k->b, *restrict f = k->f;
     for (int r = 0; r < R; ++r) {
-        const real m0 = c->links ? k->mode[3 * r] : 0, m1 = c->links ? k->mode[3 * r + 1] : 0;
-        const real m2 = c->links ? k->mode[3 * r + 2] : 1;
-        for (int n = 0; n < N; ++n) {
-            const int i = r * N + n;
-            rwt[i] = c->links ? m2 * k->rc[i] + (m0 * k->b[i] + m1 * k->f[i]) : k->rc[i];
-        }
+        const real m0 = k->mode[3 * r], m1 = k->mode[3 * r + 1], m2 = k->mode[3 * r + 2];
+        const size_t o = (size_t)r * N;
+#pragma omp simd
+        for (int n = 0; n < N; ++n) rwt[o + n] = m2 * rc[o + n] + (m0 * b[o + n] + m1 * f[o + n]);
     }
 }
 
