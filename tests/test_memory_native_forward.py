@@ -84,7 +84,7 @@ def test_forward_blocked_and_plain_sizes(n, w, r, monkeypatch):
 
 @pytest.mark.parametrize("n", [16, 24, 40, 21])
 def test_forward_usage_ties_keep_the_stable_order(n, monkeypatch):
-    """Equal usages inside and across the rank count's blocks of 16 and 8 slots (and N not a multiple of 8)."""
+    """Equal usages inside and across the rank count's blocks of 16 and 8 slots, and N not a multiple of 8."""
     cfg = MemoryConfig(memory_size=n, word_size=8, num_read_heads=4)
     vector, state = random_step(cfg, batch=2, seed=7, ties=True)
     assert_outputs_close(*forward_both(cfg, vector, state, monkeypatch))
