@@ -71,7 +71,7 @@ def test_tiled_link_forward_every_head_count(r, monkeypatch):
 @pytest.mark.parametrize(
     "n, w, r",
     [(8, 8, 4), (24, 16, 3), (40, 20, 8), (16, 64, 4), (12, 10, 4), (9, 7, 2), (30, 5, 1), (16, 9, 9)]
-    + [(13, 8, 12)],
+    + [(13, 8, 12), (264, 136, 8)],  # the last: scratch beyond the kernel's stack buffers
 )
 def test_forward_blocked_and_plain_sizes(n, w, r, monkeypatch):
     """Sizes that take the blocked paths (N a multiple of 8, R <= 8, W a multiple of 8) and sizes that do

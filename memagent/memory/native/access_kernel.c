@@ -714,7 +714,8 @@ static void FN(link_forward)(int N, int R, const real *L, const real *w, const r
                              real *Lt, real *f, real *b) {
     if (N % 8 == 0 && R <= 8) {
         const size_t count = (size_t)(N / 8) * (2 + 2 * R);
-        FN(fv8) stack[1024], *heap = count > 1024 ? (FN(fv8) *)aligned_alloc(64, count * sizeof(FN(fv8))) : NULL;
+        /* scratch on the stack up to 8 KiB (float32; N = 128, R = 4 needs 5 KiB), else on the heap */
+        FN(fv8) stack[256], *heap = count > 256 ? (FN(fv8) *)aligned_alloc(64, sizeof(FN(fv8)) * count) : NULL;
         FN(fv8) *pk = heap ? heap : stack, *acc = pk + (size_t)(N / 8) * (2 + R);
 #define CALL(RR) FN(link_forward_tiled_r)(N, L, w, p, rw, Lt, f, b, pk, acc, RR, LINK_FORWARD_TR(RR))
         LINK_SWITCH(R, CALL, )
@@ -950,11 +951,12 @@ static void FN(key_dots_blocked)(int N, int W, const real *restrict M, const rea
  * keys' dot products: dots[r, n] = k_r . M_t[n], sq[n] = |M_t[n]|^2 (W a multiple of 8, R <= 8). The keys,
  * e and v are packed per column vector (constant offsets); each row of M is loaded once. */
 static inline __attribute__((always_inline)) void FN(write_read_dots_r)(
-    int N, int W, const real *restrict M, real *restrict Mt, const real *restrict ww, const real *restrict erase,
-    const real *restrict wv, const real *restrict keys, real *restrict dots, real *restrict sq, int write,
-    const int R) {
+    int N, int W, const real *restrict M, real *restrict Mt, const real *restrict ww,
+    const real *restrict erase, const real *restrict wv, const real *restrict keys, real *restrict dots,
+    real *restrict sq, int write, const int R) {
     const int nv = W / 8, PS = R + 2;
-    FN(fv8) stack[640], *heap = (size_t)nv * PS > 640 ? (FN(fv8) *)aligned_alloc(64, sizeof(FN(fv8)) * nv * PS) : NULL;
+    const size_t count = (size_t)nv * PS;
+    FN(fv8) stack[128], *heap = count > 128 ? (FN(fv8) *)aligned_alloc(64, sizeof(FN(fv8)) * count) : NULL;
     FN(fv8) *pk = heap ? heap : stack;
     for (int c = 0; c < nv; ++c) {
         pk[c * PS] = FN(fld8)(erase + 8 * c);
@@ -1269,13 +1271,16 @@ static inline __attribute__((always_inline)) void FN(reads_blocked_r)(int N, int
 /* reads r^i = M_t^T w^{r,i} */
 static void FN(stage_reads)(const access_cfg *c, const real *rwt, const real *Mt, real *reads) {
     const int N = c->N, W = c->W, R = c->R;
-    if (W % 8 == 0 && R <= 8 && N <= 1024) {
-        real wT[8 * 1024];
+    if (W % 8 == 0 && R <= 8) {
+        real stack[2048]; /* w^r transposed: on the stack up to 2048 values (N = 128, R = 4: 512) */
+        real *heap = (size_t)N * R > 2048 ? (real *)malloc(sizeof(real) * N * R) : NULL;
+        real *wT = heap ? heap : stack;
         for (int r = 0; r < R; ++r)
             for (int n = 0; n < N; ++n) wT[n * R + r] = rwt[r * N + n];
 #define CALL(RR) FN(reads_blocked_r)(N, W, wT, Mt, reads, RR, READS_CW(RR))
         LINK_SWITCH(R, CALL, )
 #undef CALL
+        free(heap);
         return;
     }
     memset(reads, 0, sizeof(real) * (size_t)R * W);
