@@ -21,6 +21,7 @@
 #define ACCESS_KERNEL_BODY
 
 #include <fenv.h>
+#include <float.h>
 #include <math.h>
 #include <pthread.h>
 #include <sched.h>
@@ -621,8 +622,107 @@ static void FN(link_row_backward_any)(int N, int i, const real *lrow, const real
         default: ANY; break;                 \
     }
 
+/* ---- tiled link forward (N a multiple of 8, R <= 8). The plain row loop above reloads its per-head
+ * pointers from the stack every vector iteration and loads / stores the R rows of b for every row of
+ * the link. Here TR rows go together over all column blocks of 8: the per-column quantities of a block
+ * (w, p, w^r_r) are packed (one pointer, constant offsets), f[r, i] stays in registers as 8 lane sums
+ * until the end of the rows, and the b[r, block] accumulators (packed too) are loaded and stored once
+ * per TR rows. Same arithmetic per entry as link_row_forward_r; b sums the rows in the same order, f's
+ * sums are split across the lanes. */
+typedef real FN(fv8) __attribute__((vector_size(8 * sizeof(real))));
+
+static inline FN(fv8) FN(fld8)(const real *x) {
+    FN(fv8) v;
+    memcpy(&v, x, sizeof v);
+    return v;
+}
+
+static inline void FN(fst8)(real *x, FN(fv8) v) { memcpy(x, &v, sizeof v); }
+
+static inline real FN(fhsum8)(FN(fv8) v) {
+    return ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7]));
+}
+
+#ifndef LINK_PF
+#define LINK_PF 1
+#endif
+/* L_t = (1 - w 1^T - 1 w^T) o L_{t-1} + w p^T (zero diagonal), f_r = L_t w^r_r, b_r = L_t^T w^r_r;
+ * pk: N / 8 * (2 + R) vectors, acc: N / 8 * R vectors (scratch). TR (rows per pass) divides 8. */
+static inline __attribute__((always_inline)) void FN(link_forward_tiled_r)(
+    int N, const real *restrict L, const real *restrict w, const real *restrict p, const real *restrict rw,
+    real *restrict Lt, real *restrict f, real *restrict b, FN(fv8) *restrict pk, FN(fv8) *restrict acc,
+    const int R, const int TR) {
+    const int nb = N / 8, PS = 2 + R;
+    for (int jb = 0; jb < nb; ++jb) {
+        FN(fv8) *P = pk + jb * PS;
+        P[0] = FN(fld8)(w + 8 * jb);
+        P[1] = FN(fld8)(p + 8 * jb);
+        for (int r = 0; r < R; ++r) {
+            P[2 + r] = FN(fld8)(rw + r * N + 8 * jb);
+            acc[jb * R + r] = (FN(fv8)){0};
+        }
+    }
+    for (int i0 = 0; i0 < N; i0 += TR) {
+        real a[8], wi[8], rwi[8][8];
+        FN(fv8) fv[8][8];
+        for (int t = 0; t < TR; ++t) {
+            wi[t] = w[i0 + t];
+            a[t] = 1 - wi[t];
+            for (int r = 0; r < R; ++r) {
+                rwi[t][r] = rw[r * N + i0 + t];
+                fv[t][r] = (FN(fv8)){0};
+            }
+        }
+        const int ib = i0 / 8, il = i0 % 8; /* the TR rows' diagonal entries: block ib, lanes il.. */
+        const int PF = i0 + (LINK_PF + 1) * TR <= N ? LINK_PF : 0;
+        const real *lrow = L + (size_t)i0 * N;
+        real *ltrow = Lt + (size_t)i0 * N;
+        for (int jb = 0; jb < nb; ++jb) {
+            const FN(fv8) *P = pk + jb * PS;
+            FN(fv8) *A = acc + jb * R;
+            FN(fv8) lt[8];
+            if (PF && (jb * 8 * (int)sizeof(real)) % 64 == 0)
+                for (int t = 0; t < TR; ++t) { /* the rows PF tiles ahead, one cache line at a time */
+                    __builtin_prefetch(lrow + (size_t)(PF * TR + t) * N + 8 * jb, 0, 3);
+                    __builtin_prefetch(ltrow + (size_t)(PF * TR + t) * N + 8 * jb, 1, 3);
+                }
+            for (int t = 0; t < TR; ++t)
+                lt[t] = (a[t] - P[0]) * FN(fld8)(lrow + (size_t)t * N + 8 * jb) + wi[t] * P[1];
+            if (jb == ib)
+                for (int t = 0; t < TR; ++t) lt[t][il + t] = 0;
+            for (int t = 0; t < TR; ++t) FN(fst8)(ltrow + (size_t)t * N + 8 * jb, lt[t]);
+            for (int r = 0; r < R; ++r) {
+                FN(fv8) s = A[r];
+                for (int t = 0; t < TR; ++t) {
+                    fv[t][r] += lt[t] * P[2 + r];
+                    s += rwi[t][r] * lt[t];
+                }
+                A[r] = s;
+            }
+        }
+        for (int t = 0; t < TR; ++t)
+            for (int r = 0; r < R; ++r) f[r * N + i0 + t] = FN(fhsum8)(fv[t][r]);
+    }
+    for (int jb = 0; jb < nb; ++jb)
+        for (int r = 0; r < R; ++r) FN(fst8)(b + r * N + 8 * jb, acc[jb * R + r]);
+}
+
+/* rows per pass of the tiled link forward: TR R vectors of f sums in registers (at most 16) */
+#define LINK_FORWARD_TR(R) ((R) <= 2 ? 8 : (R) <= 4 ? 4 : 2)
+
 static void FN(link_forward)(int N, int R, const real *L, const real *w, const real *p, const real *rw,
                              real *Lt, real *f, real *b) {
+    if (N % 8 == 0 && R <= 8) {
+        const size_t count = (size_t)(N / 8) * (2 + 2 * R);
+        /* scratch on the stack up to 8 KiB (float32; N = 128, R = 4 needs 5 KiB), else on the heap */
+        FN(fv8) stack[256], *heap = count > 256 ? (FN(fv8) *)aligned_alloc(64, sizeof(FN(fv8)) * count) : NULL;
+        FN(fv8) *pk = heap ? heap : stack, *acc = pk + (size_t)(N / 8) * (2 + R);
+#define CALL(RR) FN(link_forward_tiled_r)(N, L, w, p, rw, Lt, f, b, pk, acc, RR, LINK_FORWARD_TR(RR))
+        LINK_SWITCH(R, CALL, )
+#undef CALL
+        free(heap);
+        return;
+    }
     memset(b, 0, sizeof(real) * (size_t)R * N);
     for (int i = 0; i < N; ++i) {
         const real *lrow = L + (size_t)i * N;
@@ -813,6 +913,135 @@ static void FN(softmax_backward)(const real *p, real *g, int n) {
     for (int i = 0; i < n; ++i) g[i] = p[i] * (g[i] - s);
 }
 
+/* k . M[n] into dots[n] and |M[n]|^2 into sq[n] for the N rows of M (W a multiple of 8): 4 rows at a
+ * time, independent vector accumulators (one horizontal sum per row and quantity). */
+static void FN(key_dots_blocked)(int N, int W, const real *restrict M, const real *restrict key,
+                                 real *restrict dots, real *restrict sq) {
+    const int nv = W / 8;
+    int n = 0;
+    for (; n + 4 <= N; n += 4) {
+        FN(fv8) d[4] = {{0}}, q[4] = {{0}};
+        const real *m = M + (size_t)n * W;
+        for (int c = 0; c < nv; ++c) {
+            const FN(fv8) kv = FN(fld8)(key + 8 * c);
+            for (int t = 0; t < 4; ++t) {
+                const FN(fv8) x = FN(fld8)(m + (size_t)t * W + 8 * c);
+                d[t] += x * kv;
+                q[t] += x * x;
+            }
+        }
+        for (int t = 0; t < 4; ++t) {
+            dots[n + t] = FN(fhsum8)(d[t]);
+            sq[n + t] = FN(fhsum8)(q[t]);
+        }
+    }
+    for (; n < N; ++n) {
+        FN(fv8) d = {0}, q = {0};
+        for (int c = 0; c < nv; ++c) {
+            const FN(fv8) x = FN(fld8)(M + (size_t)n * W + 8 * c);
+            d += x * FN(fld8)(key + 8 * c);
+            q += x * x;
+        }
+        dots[n] = FN(fhsum8)(d);
+        sq[n] = FN(fhsum8)(q);
+    }
+}
+
+/* The erase-and-write M_t[n] = M[n] + w_n (v - M[n] o e) (when `write`; else M_t given) fused with the read
+ * keys' dot products: dots[r, n] = k_r . M_t[n], sq[n] = |M_t[n]|^2 (W a multiple of 8, R <= 8). The keys,
+ * e and v are packed per column vector (constant offsets); each row of M is loaded once. */
+static inline __attribute__((always_inline)) void FN(write_read_dots_r)(
+    int N, int W, const real *restrict M, real *restrict Mt, const real *restrict ww,
+    const real *restrict erase, const real *restrict wv, const real *restrict keys, real *restrict dots,
+    real *restrict sq, int write, const int R) {
+    const int nv = W / 8, PS = R + 2;
+    const size_t count = (size_t)nv * PS;
+    FN(fv8) stack[128], *heap = count > 128 ? (FN(fv8) *)aligned_alloc(64, sizeof(FN(fv8)) * count) : NULL;
+    FN(fv8) *pk = heap ? heap : stack;
+    for (int c = 0; c < nv; ++c) {
+        pk[c * PS] = FN(fld8)(erase + 8 * c);
+        pk[c * PS + 1] = FN(fld8)(wv + 8 * c);
+        for (int r = 0; r < R; ++r) pk[c * PS + 2 + r] = FN(fld8)(keys + (size_t)r * W + 8 * c);
+    }
+    for (int n = 0; n < N; ++n) {
+        const real *m = M + (size_t)n * W;
+        real *mt = Mt + (size_t)n * W;
+        const real wn = ww[n];
+        FN(fv8) acc[8], q = {0};
+        for (int r = 0; r < R; ++r) acc[r] = (FN(fv8)){0};
+        for (int c = 0; c < nv; ++c) {
+            const FN(fv8) *P = pk + c * PS;
+            FN(fv8) x;
+            if (write) {
+                const FN(fv8) mv = FN(fld8)(m + 8 * c);
+                x = mv + wn * (P[1] - mv * P[0]);
+                FN(fst8)(mt + 8 * c, x);
+            } else {
+                x = FN(fld8)(mt + 8 * c);
+            }
+            q += x * x;
+            for (int r = 0; r < R; ++r) acc[r] += x * P[2 + r];
+        }
+        for (int r = 0; r < R; ++r) dots[(size_t)r * N + n] = FN(fhsum8)(acc[r]);
+        sq[n] = FN(fhsum8)(q);
+    }
+    free(heap);
+}
+
+/* The ascending stable order of s (N a multiple of 8): rank n = #{m: s_m < s_n} + #{m < n: s_m == s_n},
+ * order[rank n] = n; vectorised over 16 (then 8) n at a time against one broadcast s_m: for m before an
+ * n-block s_m <= s_n counts, after it s_m < s_n, inside it the full test. */
+typedef __typeof__(__builtin_choose_expr(sizeof(real) == 4, (int32_t)0, (int64_t)0)) FN(rint);
+typedef FN(rint) FN(iv8) __attribute__((vector_size(8 * sizeof(real)))); /* a comparison's lanes */
+
+static void FN(rank_order_blocked)(int N, const real *restrict s, int *restrict order) {
+    int n0 = 0;
+    for (; n0 + 16 <= N; n0 += 16) { /* two blocks A = [n0, n0 + 8), B = [n0 + 8, n0 + 16) */
+        const FN(fv8) va = FN(fld8)(s + n0), vb = FN(fld8)(s + n0 + 8);
+        FN(iv8) ca = {0}, cb = {0}, ia, ib;
+        for (int l = 0; l < 8; ++l) {
+            ia[l] = n0 + l;
+            ib[l] = n0 + 8 + l;
+        }
+        for (int m = 0; m < n0; ++m) {
+            const FN(fv8) sm = (FN(fv8)){0} + s[m];
+            ca -= sm <= va;
+            cb -= sm <= vb;
+        }
+        for (int m = n0; m < n0 + 8; ++m) {
+            const FN(fv8) sm = (FN(fv8)){0} + s[m];
+            ca -= (sm < va) | ((sm == va) & (m < ia));
+            cb -= sm <= vb;
+        }
+        for (int m = n0 + 8; m < n0 + 16; ++m) {
+            const FN(fv8) sm = (FN(fv8)){0} + s[m];
+            ca -= sm < va;
+            cb -= (sm < vb) | ((sm == vb) & (m < ib));
+        }
+        for (int m = n0 + 16; m < N; ++m) {
+            const FN(fv8) sm = (FN(fv8)){0} + s[m];
+            ca -= sm < va;
+            cb -= sm < vb;
+        }
+        for (int l = 0; l < 8; ++l) {
+            order[ca[l]] = n0 + l;
+            order[cb[l]] = n0 + 8 + l;
+        }
+    }
+    for (; n0 < N; n0 += 8) {
+        const FN(fv8) v = FN(fld8)(s + n0);
+        FN(iv8) cnt = {0}, idx;
+        for (int l = 0; l < 8; ++l) idx[l] = n0 + l;
+        for (int m = 0; m < n0; ++m) cnt -= (FN(fv8)){0} + s[m] <= v;
+        for (int m = n0; m < n0 + 8; ++m) {
+            const FN(fv8) sm = (FN(fv8)){0} + s[m];
+            cnt -= (sm < v) | ((sm == v) & (m < idx));
+        }
+        for (int m = n0 + 8; m < N; ++m) cnt -= (FN(fv8)){0} + s[m] < v;
+        for (int l = 0; l < 8; ++l) order[cnt[l]] = n0 + l;
+    }
+}
+
 /* The step up to the link: activations, usage u_t, write weighting w^w_t, M_t (into Mt), read
  * content weightings on M_t. */
 /* aux (per sample, (4 + R) N values) keeps the step's costliest intermediates for the backward:
@@ -836,19 +1065,25 @@ static void FN(stage_memory)(const access_cfg *c, FN(work) * k, const real *vec,
     const real *erase = k->gate, *free_g = k->gate + W;
     const real wg = k->gate[nsig - 1];
     /* u_t = (u + w - u w) psi, psi = prod_i (1 - f^i w^{r,i}_{t-1}) (times the decay) */
-    for (int n = 0; n < N; ++n) {
-        real pre = u[n] + pww[n] - u[n] * pww[n];
-        real psi;
-        if (c->alloc) {
-            psi = 1;
-            for (int r = 0; r < R; ++r) psi *= 1 - free_g[r] * rw[r * N + n];
-            if (decay != 1) psi *= decay;
-        } else {
-            psi = decay;
+    {
+        real *restrict psi = k->psi, *restrict pre = k->pre;
+        const real start = c->alloc ? 1 : decay;
+        for (int n = 0; n < N; ++n) psi[n] = start;
+        if (c->alloc) { /* head by head over n (vectorised), the same products in the same order */
+            for (int r = 0; r < R; ++r) {
+                const real fr = free_g[r];
+                const real *restrict rwr = rw + (size_t)r * N;
+#pragma omp simd
+                for (int n = 0; n < N; ++n) psi[n] *= 1 - fr * rwr[n];
+            }
+            if (decay != 1)
+                for (int n = 0; n < N; ++n) psi[n] *= decay;
         }
-        k->pre[n] = pre;
-        k->psi[n] = psi;
-        ut[n] = pre * psi;
+#pragma omp simd
+        for (int n = 0; n < N; ++n) {
+            pre[n] = u[n] + pww[n] - u[n] * pww[n];
+            ut[n] = pre[n] * psi[n];
+        }
     }
     /* write content weighting c^w = softmax(beta D(k, M_{t-1})) */
     k->knorm[R] = (real)sqrt(FN(dot)(wk, wk, W) + eps);
@@ -858,11 +1093,18 @@ static void FN(stage_memory)(const access_cfg *c, FN(work) * k, const real *vec,
         memcpy(k->mnorm, aux_mnorm, sizeof(real) * N);
         memcpy(k->wsim, aux_wsim, sizeof(real) * N);
     } else {
+        /* k . M_{t-1}[n] into wsim, |M_{t-1}[n]|^2 into mnorm; then the norms and cosines, vectorised */
+        if (W % 8 == 0) {
+            FN(key_dots_blocked)(N, W, M, wk, k->wsim, k->mnorm);
+        } else {
+            for (int n = 0; n < N; ++n) FN(row_dots)(M + (size_t)n * W, wk, W, 1, k->wsim + n, k->mnorm + n);
+        }
+        const real kn = k->knorm[R];
+#pragma omp simd
         for (int n = 0; n < N; ++n) {
-            real d, sq;
-            FN(row_dots)(M + (size_t)n * W, wk, W, 1, &d, &sq);
-            k->mnorm[n] = (real)sqrt(sq + eps);
-            k->wsim[n] = d / (k->knorm[R] * k->mnorm[n] + eps);
+            const real mn = (real)sqrt(k->mnorm[n] + eps);
+            k->mnorm[n] = mn;
+            k->wsim[n] = k->wsim[n] / (kn * mn + eps);
         }
         if (aux_mode == 1) {
             memcpy(aux_mnorm, k->mnorm, sizeof(real) * N);
@@ -883,52 +1125,87 @@ static void FN(stage_memory)(const access_cfg *c, FN(work) * k, const real *vec,
             for (int j = 0; j < N; ++j) k->order[j] = (int)aux_order[j];
         } else {
             for (int n = 0; n < N; ++n) k->su[n] = k->pairs[n].v;
-            for (int n = 0; n < N; ++n) {
-                const real v = k->su[n];
-                int rank = 0;
+            if (N % 8 == 0) {
+                FN(rank_order_blocked)(N, k->su, k->order);
+            } else {
+                for (int n = 0; n < N; ++n) {
+                    const real v = k->su[n];
+                    int rank = 0;
 #pragma omp simd reduction(+ : rank)
-                for (int m = 0; m < N; ++m) rank += (k->su[m] < v) | ((k->su[m] == v) & (m < n));
-                k->order[rank] = n;
+                    for (int m = 0; m < N; ++m) rank += (k->su[m] < v) | ((k->su[m] == v) & (m < n));
+                    k->order[rank] = n;
+                }
             }
             if (aux_mode == 1)
                 for (int j = 0; j < N; ++j) aux_order[j] = (real)k->order[j];
         }
-        real prod = 1;
-        for (int j = 0; j < N; ++j) {
-            k->su[j] = k->pairs[k->order[j]].v;
-            k->sprod[j] = prod;
-            k->salloc[j] = (1 - k->su[j]) * prod;
-            k->alloc[k->order[j]] = k->salloc[j];
-            prod *= k->su[j];
+        {
+            /* (restrict locals: through k's fields every store would reload the pointers.) The product is
+             * flushed to zero below the smallest normal number: a running product of N usages otherwise
+             * crosses the subnormal range, ~100 cycles per multiplication there (changes below 1e-37). */
+            const int *restrict order = k->order;
+            const FN(pair) *restrict pairs = k->pairs;
+            real *restrict su = k->su, *restrict sprod = k->sprod, *restrict salloc = k->salloc;
+            real *restrict alloc = k->alloc;
+            const real tiny = sizeof(real) == 4 ? (real)FLT_MIN : (real)DBL_MIN;
+            real prod = 1;
+            for (int j = 0; j < N; ++j) {
+                const real sj = pairs[order[j]].v;
+                real a = (1 - sj) * prod;
+                a = a < tiny ? 0 : a;
+                su[j] = sj;
+                sprod[j] = prod;
+                salloc[j] = a;
+                alloc[order[j]] = a;
+                prod *= sj;
+                prod = prod < tiny ? 0 : prod;
+            }
         }
         for (int n = 0; n < N; ++n) k->ww[n] = wg * (ga * k->alloc[n] + (1 - ga) * k->wc[n]);
     } else {
         for (int n = 0; n < N; ++n) k->ww[n] = wg * k->wc[n];
     }
-    /* M_t = M_{t-1} o (1 - w e^T) + w v^T */
-    if (!have_mt) {
-        for (int n = 0; n < N; ++n) {
-            const real *m = M + (size_t)n * W;
-            real *mt = Mt + (size_t)n * W;
-            const real w = k->ww[n];
+    /* M_t = M_{t-1} o (1 - w e^T) + w v^T; read content weightings c^{r,i} = softmax(beta_i D(k_i, M_t)) */
+    for (int r = 0; r < R; ++r) k->knorm[r] = (real)sqrt(FN(dot)(keys + r * W, keys + r * W, W) + eps);
+    const int blocked = W % 8 == 0 && R <= 8;
+    if (aux_mode == 2 || !blocked) {
+        if (!have_mt) {
+            for (int n = 0; n < N; ++n) {
+                const real *m = M + (size_t)n * W;
+                real *mt = Mt + (size_t)n * W;
+                const real w = k->ww[n];
 #pragma omp simd
-            for (int j = 0; j < W; ++j) mt[j] = m[j] + w * (wv[j] - m[j] * erase[j]);
+                for (int j = 0; j < W; ++j) mt[j] = m[j] + w * (wv[j] - m[j] * erase[j]);
+            }
         }
     }
-    /* read content weightings c^{r,i} = softmax(beta_i D(k_i, M_t)) */
-    for (int r = 0; r < R; ++r) k->knorm[r] = (real)sqrt(FN(dot)(keys + r * W, keys + r * W, W) + eps);
     if (aux_mode == 2) {
         memcpy(k->rnorm, aux_rnorm, sizeof(real) * N);
         memcpy(k->rsim, aux_rsim, sizeof(real) * (size_t)R * N);
     } else {
-        real d[64], sq;
-        real *dots = R <= 64 ? d : (real *)malloc(sizeof(real) * R);
-        for (int n = 0; n < N; ++n) {
-            FN(row_dots)(Mt + (size_t)n * W, keys, W, R, dots, &sq);
-            k->rnorm[n] = (real)sqrt(sq + eps);
-            for (int r = 0; r < R; ++r) k->rsim[r * N + n] = dots[r] / (k->knorm[r] * k->rnorm[n] + eps);
+        /* k_r . M_t[n] into rsim[r, n], |M_t[n]|^2 into rnorm[n] (fused with the erase-and-write when
+         * blocked); then the norms and cosines, vectorised */
+        if (blocked) {
+#define CALL(RR) FN(write_read_dots_r)(N, W, M, Mt, k->ww, erase, wv, keys, k->rsim, k->rnorm, !have_mt, RR)
+            LINK_SWITCH(R, CALL, )
+#undef CALL
+        } else {
+            real d[64];
+            real *dots = R <= 64 ? d : (real *)malloc(sizeof(real) * R);
+            for (int n = 0; n < N; ++n) {
+                FN(row_dots)(Mt + (size_t)n * W, keys, W, R, dots, k->rnorm + n);
+                for (int r = 0; r < R; ++r) k->rsim[r * N + n] = dots[r];
+            }
+            if (dots != d) free(dots);
         }
-        if (dots != d) free(dots);
+#pragma omp simd
+        for (int n = 0; n < N; ++n) k->rnorm[n] = (real)sqrt(k->rnorm[n] + eps);
+        for (int r = 0; r < R; ++r) {
+            const real kr = k->knorm[r];
+            real *sim = k->rsim + r * N;
+#pragma omp simd
+            for (int n = 0; n < N; ++n) sim[n] = sim[n] / (kr * k->rnorm[n] + eps);
+        }
         if (aux_mode == 1) {
             memcpy(aux_rnorm, k->rnorm, sizeof(real) * N);
             memcpy(aux_rsim, k->rsim, sizeof(real) * (size_t)R * N);
@@ -938,21 +1215,74 @@ static void FN(stage_memory)(const access_cfg *c, FN(work) * k, const real *vec,
 }
 
 /* w^r_t = pi_1 b + pi_2 f + pi_3 c^r (or c^r without links) */
-static void FN(stage_read_weights)(const access_cfg *c, FN(work) * k, real *rwt) {
+static void FN(stage_read_weights)(const access_cfg *c, FN(work) * k, real *restrict rwt) {
     const int N = c->N, R = c->R;
+    const real *restrict rc = k->rc;
+    if (!c->links) {
+        memcpy(rwt, rc, sizeof(real) * (size_t)R * N);
+        return;
+    }
+    const real *restrict b = k->b, *restrict f = k->f;
     for (int r = 0; r < R; ++r) {
-        const real m0 = c->links ? k->mode[3 * r] : 0, m1 = c->links ? k->mode[3 * r + 1] : 0;
-        const real m2 = c->links ? k->mode[3 * r + 2] : 1;
-        for (int n = 0; n < N; ++n) {
-            const int i = r * N + n;
-            rwt[i] = c->links ? m2 * k->rc[i] + (m0 * k->b[i] + m1 * k->f[i]) : k->rc[i];
-        }
+        const real m0 = k->mode[3 * r], m1 = k->mode[3 * r + 1], m2 = k->mode[3 * r + 2];
+        const size_t o = (size_t)r * N;
+#pragma omp simd
+        for (int n = 0; n < N; ++n) rwt[o + n] = m2 * rc[o + n] + (m0 * b[o + n] + m1 * f[o + n]);
     }
 }
+
+/* reads r^i = M_t^T w^{r,i} for R <= 8, W a multiple of 8: CW column vectors of all R reads stay in
+ * registers over the memory rows (one load of M_t per R FMAs); wT (N R) holds w^r transposed, so a row's
+ * R weights are at constant offsets. Sums over n in the same order as the plain loop. */
+static inline __attribute__((always_inline)) void FN(reads_blocked_r)(int N, int W, const real *restrict wT,
+                                                                     const real *restrict Mt,
+                                                                     real *restrict reads, const int R,
+                                                                     const int CW) {
+    const int nv = W / 8;
+    int c0 = 0;
+    for (; c0 + CW <= nv; c0 += CW) {
+        FN(fv8) acc[8][4];
+        for (int r = 0; r < R; ++r)
+            for (int c = 0; c < CW; ++c) acc[r][c] = (FN(fv8)){0};
+        for (int n = 0; n < N; ++n) {
+            const real *mt = Mt + (size_t)n * W + 8 * c0, *a = wT + (size_t)n * R;
+            FN(fv8) m[4];
+            for (int c = 0; c < CW; ++c) m[c] = FN(fld8)(mt + 8 * c);
+            for (int r = 0; r < R; ++r)
+                for (int c = 0; c < CW; ++c) acc[r][c] += a[r] * m[c];
+        }
+        for (int r = 0; r < R; ++r)
+            for (int c = 0; c < CW; ++c) FN(fst8)(reads + (size_t)r * W + 8 * (c0 + c), acc[r][c]);
+    }
+    for (; c0 < nv; ++c0) { /* the last column vectors, one at a time */
+        FN(fv8) acc[8];
+        for (int r = 0; r < R; ++r) acc[r] = (FN(fv8)){0};
+        for (int n = 0; n < N; ++n) {
+            const FN(fv8) m = FN(fld8)(Mt + (size_t)n * W + 8 * c0);
+            for (int r = 0; r < R; ++r) acc[r] += wT[(size_t)n * R + r] * m;
+        }
+        for (int r = 0; r < R; ++r) FN(fst8)(reads + (size_t)r * W + 8 * c0, acc[r]);
+    }
+}
+
+/* column vectors per pass of the blocked reads: R CW accumulators (at most 16) */
+#define READS_CW(R) ((R) <= 4 ? 4 : 2)
 
 /* reads r^i = M_t^T w^{r,i} */
 static void FN(stage_reads)(const access_cfg *c, const real *rwt, const real *Mt, real *reads) {
     const int N = c->N, W = c->W, R = c->R;
+    if (W % 8 == 0 && R <= 8) {
+        real stack[2048]; /* w^r transposed: on the stack up to 2048 values (N = 128, R = 4: 512) */
+        real *heap = (size_t)N * R > 2048 ? (real *)malloc(sizeof(real) * N * R) : NULL;
+        real *wT = heap ? heap : stack;
+        for (int r = 0; r < R; ++r)
+            for (int n = 0; n < N; ++n) wT[n * R + r] = rwt[r * N + n];
+#define CALL(RR) FN(reads_blocked_r)(N, W, wT, Mt, reads, RR, READS_CW(RR))
+        LINK_SWITCH(R, CALL, )
+#undef CALL
+        free(heap);
+        return;
+    }
     memset(reads, 0, sizeof(real) * (size_t)R * W);
     for (int n = 0; n < N; ++n) {
         const real *mt = Mt + (size_t)n * W;
