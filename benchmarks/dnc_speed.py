@@ -8,7 +8,7 @@ keeps, including what gradient checkpointing keeps.
 
     .venv/bin/python benchmarks/dnc_speed.py [--quick] [--threads 1] [--device cpu] [--compile] [--no-pypi]
     .venv/bin/python benchmarks/dnc_speed.py --breakdown   # where the native DNC's time goes
-    .venv/bin/python benchmarks/dnc_speed.py --against OLD.c --rounds 25   # another kernel, side by side
+    .venv/bin/python benchmarks/dnc_speed.py --against REV --rounds 25   # REV's kernel (or a .c file)
     .venv/bin/python benchmarks/dnc_speed.py --thread-scaling 1,2,4,8,16   # wall time per thread count
 
 Our DNC runs on the native CPU kernel (memagent.memory.native) where it is available; the row
@@ -190,22 +190,41 @@ def _interleaved_table(cases: dict[str, Callable[[], None]], rounds: int, header
     return "\n".join(lines)
 
 
+def _other_kernel_source(source: str, workdir: Path) -> Path:
+    """``source`` (an ``access_kernel.c`` file, or a git revision of this repository) copied to
+    ``workdir/access_kernel.c``: the kernel includes itself by that name."""
+    import subprocess
+
+    target = workdir / "access_kernel.c"
+    if Path(source).is_file():
+        target.write_bytes(Path(source).read_bytes())
+        return target
+    result = subprocess.run(
+        ["git", "show", f"{source}:memagent/memory/native/access_kernel.c"],
+        cwd=ROOT,
+        capture_output=True,
+    )
+    if result.returncode != 0:
+        raise SystemExit(f"--against: {source!r} is neither a file nor a git revision with the kernel")
+    target.write_bytes(result.stdout)
+    return target
+
+
 def against(source: str, x: torch.Tensor, target: torch.Tensor, rounds: int) -> str:
-    """The native DNC's train step with the kernel built from another ``access_kernel.c`` (e.g. an
-    earlier commit's: ``git show REV:memagent/memory/native/access_kernel.c > /tmp/old.c``) against the
-    current one, same models and batch, interleaved rounds (with and without temporal links)."""
+    """The native DNC's train step with the kernel of another revision (a git revision, or an
+    ``access_kernel.c`` file) against the current one, same models and batch, interleaved rounds (with
+    and without temporal links)."""
     import ctypes
+    import tempfile
+
+    from memagent import cbuild
 
     current = native.load()
-    compiler = native._compiler()
-    if current is None or compiler is None:
+    if current is None:
         return "against: the native kernel is not available"
-    saved_source = native._SOURCE
-    native._SOURCE = Path(source).resolve()
-    try:
-        other = native._bind(ctypes.CDLL(str(native._build(compiler))))
-    finally:
-        native._SOURCE = saved_source
+    with tempfile.TemporaryDirectory() as workdir:
+        library = cbuild.compile_library(_other_kernel_source(source, Path(workdir)), native._FLAGS)
+        other = native._bind(ctypes.CDLL(str(library)))
     base = MemoryConfig(memory_size=N, word_size=W, num_read_heads=R)
     no_links = MemoryConfig(**{**base.__dict__, "temporal_links": False})
     models = {"links": OursWrapper(base), "no links": OursWrapper(no_links)}
@@ -326,8 +345,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument(
         "--against",
-        metavar="KERNEL_C",
-        help="only time train steps with the kernel built from this access_kernel.c vs the current one",
+        metavar="REV_OR_FILE",
+        help="only time train steps with the kernel of this git revision (or access_kernel.c file) "
+        "against the current one",
     )
     parser.add_argument(
         "--thread-scaling",
