@@ -737,13 +737,32 @@ static inline __attribute__((always_inline)) void FN(link_backward_blocked_r)(
     }
 }
 
-/* The same in blocks of LZ columns (64-byte vectors; N a multiple of LZ, R <= 8). */
+/* Memory the next sample's passes will read (up to 4 regions), fetched into the cache a slice per link
+ * row while the link pass computes (it is bound by its arithmetic; the memory passes by their loads). */
+#ifndef PREFETCH_PLAN /* once for both instantiations */
+#define PREFETCH_PLAN
+typedef struct {
+    const char *at[4];
+    size_t bytes[4], step[4]; /* step: bytes per link row (bytes / N) */
+} prefetch_plan;
+
+static inline void prefetch_slice(const prefetch_plan *pf, int i, int n) {
+    for (int k = 0; k < 4; ++k) {
+        if (!pf->at[k]) continue;
+        const size_t step = pf->step[k], lo = step * i, hi = i == n - 1 ? pf->bytes[k] : lo + step;
+        for (size_t b = lo & ~(size_t)63; b < hi; b += 64) __builtin_prefetch(pf->at[k] + b, 0, 2);
+    }
+}
+#endif
+
+/* The same in blocks of LZ columns (64-byte vectors; N a multiple of LZ, R <= 8); fetches `pf` meanwhile. */
 static inline __attribute__((always_inline)) void FN(link_backward_blocked_z_r)(
     int N, const real *restrict L, const real *restrict gL, const real *restrict w, const real *restrict p,
     const real *restrict rw, const real *restrict grw, const real *restrict gb, const real *restrict gf,
     real *restrict h, real *restrict q, real *restrict gw, real *restrict gp, real *restrict gLp,
-    const real *restrict zero, FN(vz) *restrict pk, FN(vz) *restrict acc, const int R) {
+    const real *restrict zero, FN(vz) *restrict pk, FN(vz) *restrict acc, const prefetch_plan *pf, const int R) {
     const int nb = N / LZ, PS = 2 + 3 * R, AS = R + 2;
+    const size_t ahead = gL ? 4 * (size_t)N : 0;
     for (int jb = 0; jb < nb; ++jb) {
         FN(vz) *P = pk + jb * PS, *A = acc + jb * AS;
         P[0] = FN(ldz)(w + LZ * jb);
@@ -766,11 +785,14 @@ static inline __attribute__((always_inline)) void FN(link_backward_blocked_z_r)(
         const real *lrow = L + (size_t)i * N, *glrow = gL ? gL + (size_t)i * N : zero;
         real *glp = gLp + (size_t)i * N;
         const int ib = i / LZ, il = i % LZ;
+        if (pf) prefetch_slice(pf, i, N);
         FN(vz) hv[8], gwv = {0};
         for (int r = 0; r < R; ++r) hv[r] = (FN(vz)){0};
         for (int jb = 0; jb < nb; ++jb) {
             const FN(vz) *P = pk + jb * PS;
             FN(vz) *A = acc + jb * AS;
+            __builtin_prefetch(lrow + ahead + LZ * jb, 0, 3); /* four rows ahead (and the next sample's) */
+            __builtin_prefetch(glrow + ahead + LZ * jb, 1, 3);
             const FN(vz) lp = FN(ldz)(lrow + LZ * jb), scale = a - P[0];
             FN(vz) lt = scale * lp + wi * P[1];
             if (jb == ib) lt[il] = 0; /* zero diagonal */
@@ -800,11 +822,12 @@ static inline __attribute__((always_inline)) void FN(link_backward_blocked_z_r)(
 
 static void FN(link_backward)(int N, int R, const real *L, const real *gL, const real *w, const real *p,
                               const real *rw, const real *grw, const real *gb, const real *gf, real *h,
-                              real *q, real *gw, real *gp, real *gLp, real *row, real *grow, const real *zero) {
+                              real *q, real *gw, real *gp, real *gLp, real *row, real *grow, const real *zero,
+                              const prefetch_plan *pf) {
     if (N % LZ == 0 && R <= 8) {
         const size_t bytes = ((size_t)(N / LZ) * (2 + 3 * R + R + 2) * sizeof(FN(vz)) + 63) / 64 * 64;
         FN(vz) *pk = (FN(vz) *)aligned_alloc(64, bytes), *acc = pk + (size_t)(N / LZ) * (2 + 3 * R);
-#define CALL(RR) FN(link_backward_blocked_z_r)(N, L, gL, w, p, rw, grw, gb, gf, h, q, gw, gp, gLp, zero, pk, acc, RR)
+#define CALL(RR) FN(link_backward_blocked_z_r)(N, L, gL, w, p, rw, grw, gb, gf, h, q, gw, gp, gLp, zero, pk, acc, pf, RR)
         LINK_SWITCH(R, CALL, )
 #undef CALL
         free(pk);
@@ -1360,8 +1383,22 @@ static void FN(access_backward_chunk)(const void *job, int s0, int s1) {
                     k.gb[r * N + n] = k.mode[3 * r] * k.grw[r * N + n];
                 }
             /* one pass over (L_{t-1}, dL_t): h = L_t dw^r, q = dw^r L_t, dw^w, dp, dL_{t-1} */
+            /* meanwhile fetch the next sample's M_{t-1}, M_t, dM_t and kept intermediates */
+            prefetch_plan pf = {{0}, {0}, {0}};
+            if (s + 1 < s1) {
+                const size_t nw = (size_t)N * W * sizeof(real);
+                pf.at[0] = (const char *)(Ms + (size_t)N * W);
+                pf.bytes[0] = nw;
+                pf.at[1] = Mt_in ? (const char *)(Mt_s + (size_t)N * W) : NULL;
+                pf.bytes[1] = nw;
+                pf.at[2] = gMts ? (const char *)(gMts + (size_t)N * W) : NULL;
+                pf.bytes[2] = nw;
+                pf.at[3] = aux ? (const char *)(aux + (size_t)(s + 1) * (4 + R) * N) : NULL;
+                pf.bytes[3] = (size_t)(4 + R) * N * sizeof(real);
+                for (int j = 0; j < 4; ++j) pf.step[j] = pf.bytes[j] / N;
+            }
             FN(link_backward)(N, R, Ls, gLs, w, ps, rws, k.grw, k.gb, k.gf, k.f, k.b, k.gw, k.gp, gLp, k.row,
-                              k.grow, k.zero);
+                              k.grow, k.zero, &pf);
             /* p_t = (1 - sum w) p_{t-1} + w */
             real sw = 0, gpp_dot = 0;
             for (int n = 0; n < N; ++n) {
