@@ -671,10 +671,13 @@ static inline FN(vz) FN(ldz)(const real *x) {
 
 static inline void FN(stz)(real *x, FN(vz) v) { memcpy(x, &v, sizeof v); }
 
+/* the sum of the lanes: the 8-lane halves added, then a tree */
 static inline real FN(hsumz)(FN(vz) v) {
-    real s = 0;
-    for (int k = 0; k < LZ; ++k) s += v[k];
-    return s;
+    FN(v8) h[LZ / 8];
+    memcpy(h, &v, sizeof v);
+    FN(v8) s = h[0];
+    for (int k = 1; k < LZ / 8; ++k) s += h[k];
+    return FN(hsum8)(s);
 }
 
 static inline __attribute__((always_inline)) void FN(link_backward_blocked_r)(
