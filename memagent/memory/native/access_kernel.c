@@ -1278,6 +1278,26 @@ static void FN(cosine_backward)(int N, int W, int H, const real *mem, const real
         const real sc = gkn / knorm[h];
         for (int j = 0; j < W; ++j) gk[j] = kk[j] * sc;
     }
+    if (H == 1 && W % LZ == 0 && W <= 8 * LZ) { /* one key, W in at most 8 vectors: dk stays in registers */
+        const int nb = W / LZ;
+        FN(vz) KK[8], GK[8];
+        for (int jb = 0; jb < nb; ++jb) {
+            KK[jb] = FN(ldz)(keys + LZ * jb);
+            GK[jb] = FN(ldz)(gkeys + LZ * jb);
+        }
+        for (int n = 0; n < N; ++n) {
+            const real *m = mem + (size_t)n * W;
+            real *gm = gmem + (size_t)n * W;
+            const real sc = gmn[n] / norm[n], g = gdot[n];
+            for (int jb = 0; jb < nb; ++jb) {
+                const FN(vz) x = FN(ldz)(m + LZ * jb);
+                FN(stz)(gm + LZ * jb, FN(ldz)(gm + LZ * jb) + x * sc + g * KK[jb]);
+                GK[jb] += g * x;
+            }
+        }
+        for (int jb = 0; jb < nb; ++jb) FN(stz)(gkeys + LZ * jb, GK[jb]);
+        return;
+    }
     for (int n = 0; n < N; ++n) {
         const real *m = mem + (size_t)n * W;
         real *gm = gmem + (size_t)n * W;
