@@ -1406,20 +1406,17 @@ static void FN(access_backward_chunk)(const void *job, int s0, int s1) {
                     k.gb[r * N + n] = k.mode[3 * r] * k.grw[r * N + n];
                 }
             /* one pass over (L_{t-1}, dL_t): h = L_t dw^r, q = dw^r L_t, dw^w, dp, dL_{t-1} */
-            /* meanwhile fetch the next sample's M_{t-1}, M_t, dM_t and kept intermediates */
-            prefetch_plan pf = {{0}, {0}, {0}};
+            /* meanwhile fetch what the memory pass reads next (M_{t-1}, dM_t) and the next sample's M_t and
+             * kept intermediates (its first passes) */
+            const size_t nw = (size_t)N * W * sizeof(real);
+            prefetch_plan pf = {{(const char *)Ms, (const char *)gMts}, {nw, gMts ? nw : 0}, {0}};
             if (s + 1 < s1) {
-                const size_t nw = (size_t)N * W * sizeof(real);
-                pf.at[0] = (const char *)(Ms + (size_t)N * W);
-                pf.bytes[0] = nw;
-                pf.at[1] = Mt_in ? (const char *)(Mt_s + (size_t)N * W) : NULL;
-                pf.bytes[1] = nw;
-                pf.at[2] = gMts ? (const char *)(gMts + (size_t)N * W) : NULL;
+                pf.at[2] = Mt_in ? (const char *)(Mt_s + (size_t)N * W) : NULL;
                 pf.bytes[2] = nw;
                 pf.at[3] = aux ? (const char *)(aux + (size_t)(s + 1) * (4 + R) * N) : NULL;
                 pf.bytes[3] = (size_t)(4 + R) * N * sizeof(real);
-                for (int j = 0; j < 4; ++j) pf.step[j] = pf.bytes[j] / N;
             }
+            for (int j = 0; j < 4; ++j) pf.step[j] = pf.bytes[j] / N;
             FN(link_backward)(N, R, Ls, gLs, w, ps, rws, k.grw, k.gb, k.gf, k.f, k.b, k.gw, k.gp, gLp, k.row,
                               k.grow, k.zero, &pf);
             /* p_t = (1 - sum w) p_{t-1} + w */
