@@ -372,12 +372,14 @@ typedef struct {
     real *grw, *gf, *gb, *gread, *growread, *grc, *gdot, *gmn, *row, *grow, *gw, *gp, *gu, *gww;
     real *gMt;      /* N W */
     real *kept_pre, *kept_suf; /* (R + 1) N each */
+    real *msc, *gwn; /* N each: the memory rows' |M_t| term, d w^w from the erase-and-write */
+    real *gwp;       /* LZ N (<= 16 N): partial sums of gwn, one vector per row */
 } FN(work);
 
 static size_t FN(work_size)(const access_cfg *c, int backward) {
     size_t N = c->N, W = c->W, R = c->R;
     size_t n = (R + 1) + (W + R + 2) + 3 * R + (R + 1) + 12 * N + 5 * R * N + N * W + N + W;
-    if (backward) n += 8 * R * N + 6 * N + N * W + 2 * (R + 1) * N;
+    if (backward) n += 8 * R * N + 6 * N + N * W + 2 * (R + 1) * N + 18 * N;
     return n * sizeof(real) + N * sizeof(int) + N * sizeof(FN(pair)) + 64;
 }
 
@@ -439,6 +441,9 @@ static void FN(work_init)(FN(work) * k, const access_cfg *c, char *mem, int back
         TAKE(gMt, N * W);
         TAKE(kept_pre, (R + 1) * N);
         TAKE(kept_suf, (R + 1) * N);
+        TAKE(msc, N);
+        TAKE(gwn, N);
+        TAKE(gwp, 16 * N);
     }
 #undef TAKE
     k->order = (int *)p;
@@ -751,6 +756,30 @@ static inline real FN(hsum8)(FN(v8) v) {
     return ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7]));
 }
 
+/* 64-byte vectors (16 float or 8 double lanes: one AVX-512 register) for the backward's streaming loops,
+ * which are bound by their arithmetic: twice the float lanes per instruction of the 8-lane blocks. */
+#ifndef LZ
+#define LZ ((int)(64 / sizeof(real))) /* lanes of FN(vz) */
+#endif
+typedef real FN(vz) __attribute__((vector_size(64)));
+
+static inline FN(vz) FN(ldz)(const real *x) {
+    FN(vz) v;
+    memcpy(&v, x, sizeof v);
+    return v;
+}
+
+static inline void FN(stz)(real *x, FN(vz) v) { memcpy(x, &v, sizeof v); }
+
+/* the sum of the lanes: the 8-lane halves added, then a tree */
+static inline real FN(hsumz)(FN(vz) v) {
+    FN(v8) h[LZ / 8];
+    memcpy(h, &v, sizeof v);
+    FN(v8) s = h[0];
+    for (int k = 1; k < LZ / 8; ++k) s += h[k];
+    return FN(hsum8)(s);
+}
+
 static inline __attribute__((always_inline)) void FN(link_backward_blocked_r)(
     int N, const real *restrict L, const real *restrict gL, const real *restrict w, const real *restrict p,
     const real *restrict rw, const real *restrict grw, const real *restrict gb, const real *restrict gf,
@@ -811,10 +840,103 @@ static inline __attribute__((always_inline)) void FN(link_backward_blocked_r)(
     }
 }
 
+/* Memory the next sample's passes will read (up to 4 regions), fetched into the cache a slice per link
+ * row while the link pass computes (it is bound by its arithmetic; the memory passes by their loads). */
+#ifndef PREFETCH_PLAN /* once for both instantiations */
+#define PREFETCH_PLAN
+typedef struct {
+    const char *at[4];
+    size_t bytes[4], step[4]; /* step: bytes per link row (bytes / N) */
+} prefetch_plan;
+
+static inline void prefetch_slice(const prefetch_plan *pf, int i, int n) {
+    for (int k = 0; k < 4; ++k) {
+        if (!pf->at[k]) continue;
+        const size_t step = pf->step[k], lo = step * i, hi = i == n - 1 ? pf->bytes[k] : lo + step;
+        for (size_t b = lo & ~(size_t)63; b < hi; b += 64) __builtin_prefetch(pf->at[k] + b, 0, 2);
+    }
+}
+#endif
+
+/* The same in blocks of LZ columns (64-byte vectors; N a multiple of LZ, R <= 8); fetches `pf` meanwhile. */
+static inline __attribute__((always_inline)) void FN(link_backward_blocked_z_r)(
+    int N, const real *restrict L, const real *restrict gL, const real *restrict w, const real *restrict p,
+    const real *restrict rw, const real *restrict grw, const real *restrict gb, const real *restrict gf,
+    real *restrict h, real *restrict q, real *restrict gw, real *restrict gp, real *restrict gLp,
+    const real *restrict zero, FN(vz) *restrict pk, FN(vz) *restrict acc, const prefetch_plan *pf, const int R) {
+    const int nb = N / LZ, PS = 2 + 3 * R, AS = R + 2;
+    const size_t ahead = gL ? 4 * (size_t)N : 0;
+    for (int jb = 0; jb < nb; ++jb) {
+        FN(vz) *P = pk + jb * PS, *A = acc + jb * AS;
+        P[0] = FN(ldz)(w + LZ * jb);
+        P[1] = FN(ldz)(p + LZ * jb);
+        for (int r = 0; r < R; ++r) {
+            P[2 + r] = FN(ldz)(rw + r * N + LZ * jb);
+            P[2 + R + r] = FN(ldz)(grw + r * N + LZ * jb);
+            P[2 + 2 * R + r] = FN(ldz)(gb + r * N + LZ * jb);
+        }
+        for (int f = 0; f < AS; ++f) A[f] = (FN(vz)){0};
+    }
+    for (int i = 0; i < N; ++i) {
+        const real wi = w[i], a = 1 - wi;
+        real rwi[8], grwi[8], gfi[8];
+        for (int r = 0; r < R; ++r) {
+            rwi[r] = rw[r * N + i];
+            grwi[r] = grw[r * N + i];
+            gfi[r] = gf[r * N + i];
+        }
+        const real *lrow = L + (size_t)i * N, *glrow = gL ? gL + (size_t)i * N : zero;
+        real *glp = gLp + (size_t)i * N;
+        const int ib = i / LZ, il = i % LZ;
+        if (pf) prefetch_slice(pf, i, N);
+        FN(vz) hv[8], gwv = {0};
+        for (int r = 0; r < R; ++r) hv[r] = (FN(vz)){0};
+        for (int jb = 0; jb < nb; ++jb) {
+            const FN(vz) *P = pk + jb * PS;
+            FN(vz) *A = acc + jb * AS;
+            __builtin_prefetch(lrow + ahead + LZ * jb, 0, 3); /* four rows ahead (and the next sample's) */
+            __builtin_prefetch(glrow + ahead + LZ * jb, 1, 3);
+            const FN(vz) lp = FN(ldz)(lrow + LZ * jb), scale = a - P[0];
+            FN(vz) lt = scale * lp + wi * P[1];
+            if (jb == ib) lt[il] = 0; /* zero diagonal */
+            FN(vz) g = FN(ldz)(glrow + LZ * jb);
+            for (int r = 0; r < R; ++r) {
+                hv[r] += lt * P[2 + R + r];
+                A[r] += grwi[r] * lt;
+                g += gfi[r] * P[2 + r] + rwi[r] * P[2 + 2 * R + r];
+            }
+            if (jb == ib) g[il] = 0;
+            const FN(vz) gl = g * lp;
+            gwv += g * P[1] - gl;
+            A[R] -= gl;
+            A[R + 1] += wi * g;
+            FN(stz)(glp + LZ * jb, scale * g);
+        }
+        for (int r = 0; r < R; ++r) h[r * N + i] = FN(hsumz)(hv[r]);
+        gw[i] += FN(hsumz)(gwv);
+    }
+    for (int jb = 0; jb < nb; ++jb) {
+        const FN(vz) *A = acc + jb * AS;
+        for (int r = 0; r < R; ++r) FN(stz)(q + r * N + LZ * jb, A[r]);
+        FN(stz)(gw + LZ * jb, FN(ldz)(gw + LZ * jb) + A[R]);
+        FN(stz)(gp + LZ * jb, A[R + 1]);
+    }
+}
+
 static void FN(link_backward)(int N, int R, const real *L, const real *gL, const real *w, const real *p,
                               const real *rw, const real *grw, const real *gb, const real *gf, real *h,
-                              real *q, real *gw, real *gp, real *gLp, real *row, real *grow, const real *zero) {
-    if (N % 8 == 0 && R <= 8) {
+                              real *q, real *gw, real *gp, real *gLp, real *row, real *grow, const real *zero,
+                              const prefetch_plan *pf) {
+    if (N % LZ == 0 && R <= 8) {
+        const size_t bytes = ((size_t)(N / LZ) * (2 + 3 * R + R + 2) * sizeof(FN(vz)) + 63) / 64 * 64;
+        FN(vz) *pk = (FN(vz) *)aligned_alloc(64, bytes), *acc = pk + (size_t)(N / LZ) * (2 + 3 * R);
+#define CALL(RR) FN(link_backward_blocked_z_r)(N, L, gL, w, p, rw, grw, gb, gf, h, q, gw, gp, gLp, zero, pk, acc, pf, RR)
+        LINK_SWITCH(R, CALL, )
+#undef CALL
+        free(pk);
+        return;
+    }
+    if (N % 8 == 0 && R <= 8) { /* float with N not a multiple of 16 */
         const size_t bytes = ((size_t)(N / 8) * (2 + 3 * R + R + 2) * sizeof(FN(v8)) + 63) / 64 * 64;
         FN(v8) *pk = (FN(v8) *)aligned_alloc(64, bytes), *acc = pk + (size_t)(N / 8) * (2 + 3 * R);
 #define CALL(RR) FN(link_backward_blocked_r)(N, L, gL, w, p, rw, grw, gb, gf, h, q, gw, gp, gLp, zero, pk, acc, RR)
@@ -869,6 +991,108 @@ static inline __attribute__((always_inline)) void FN(memory_row_backward_r)(
         gmo[j] = gm - gm * wn * erase[j];
     }
     *gwn_out = gwn;
+}
+
+/* The sums of 8 vectors at once: out[k] = sum of the lanes of v[k] (a transpose-and-add tree: 21 shuffles
+ * and adds for 8 sums instead of 8 separate horizontal sums). */
+static inline FN(v8) FN(reduce8)(const FN(v8) *v) {
+#define LO(a, b) __builtin_shufflevector(a, b, 0, 8, 2, 10, 4, 12, 6, 14)
+#define HI(a, b) __builtin_shufflevector(a, b, 1, 9, 3, 11, 5, 13, 7, 15)
+    const FN(v8) s0 = LO(v[0], v[1]) + HI(v[0], v[1]), s1 = LO(v[2], v[3]) + HI(v[2], v[3]);
+    const FN(v8) s2 = LO(v[4], v[5]) + HI(v[4], v[5]), s3 = LO(v[6], v[7]) + HI(v[6], v[7]);
+#undef LO
+#undef HI
+    /* s0 = [a01 b01 a23 b23 a45 b45 a67 b67] (a = v[0], b = v[1]) */
+#define LO(a, b) __builtin_shufflevector(a, b, 0, 1, 8, 9, 4, 5, 12, 13)
+#define HI(a, b) __builtin_shufflevector(a, b, 2, 3, 10, 11, 6, 7, 14, 15)
+    const FN(v8) t0 = LO(s0, s1) + HI(s0, s1), t1 = LO(s2, s3) + HI(s2, s3);
+#undef LO
+#undef HI
+    /* t0 = [a0123 b0123 c0123 d0123 a4567 b4567 c4567 d4567] */
+    return __builtin_shufflevector(t0, t1, 0, 1, 2, 3, 8, 9, 10, 11) +
+           __builtin_shufflevector(t0, t1, 4, 5, 6, 7, 12, 13, 14, 15);
+}
+
+/* d reads -> d w^r_t: out[r, n] = add[r, n] + M_t[n, :] . dr_r, 8 rows n at a time (N and W multiples of 8):
+ * 8 accumulators, one per row, then one transpose-and-add for their 8 sums. */
+static void FN(read_dots_blocked)(int N, int W, int R, const real *restrict Mt, const real *restrict gR,
+                                  const real *restrict add, real *restrict out) {
+    const int nb = W / 8;
+    for (int n = 0; n < N; n += 8)
+        for (int r = 0; r < R; ++r) {
+            const real *m = Mt + (size_t)n * W, *k = gR + r * W;
+            FN(v8) acc[8];
+            for (int i = 0; i < 8; ++i) acc[i] = (FN(v8)){0};
+            for (int jb = 0; jb < nb; ++jb) {
+                const FN(v8) kv = FN(ld8)(k + 8 * jb);
+                for (int i = 0; i < 8; ++i) acc[i] += FN(ld8)(m + (size_t)i * W + 8 * jb) * kv;
+            }
+            FN(st8)(out + r * N + n, FN(ld8)(add + r * N + n) + FN(reduce8)(acc));
+        }
+}
+
+/* d w^r_t = (d w^r_t from the next step) + M_t d reads^T, (R, N) */
+static void FN(read_dots_backward)(int N, int W, int R, const real *Mt, const real *gR, const real *add,
+                                   real *out) {
+    if (W % 8 == 0 && N % 8 == 0) {
+        FN(read_dots_blocked)(N, W, R, Mt, gR, add, out);
+        return;
+    }
+    real dots[64], sq;
+    real *d = R <= 64 ? dots : (real *)malloc(sizeof(real) * R);
+    for (int n = 0; n < N; ++n) {
+        FN(row_dots)(Mt + (size_t)n * W, gR, W, R, d, &sq);
+        for (int r = 0; r < R; ++r) out[r * N + n] = add[r * N + n] + d[r];
+    }
+    if (d != dots) free(d);
+}
+
+/* The memory rows' backward (the same quantities as memory_row_backward_r for every row n) in column
+ * blocks of 8 (W a multiple of 8, R <= 8): for one block the heads' d reads dr_r and keys k_r, their
+ * gradients dk_r, d e, d v, e and v stay in registers while the rows stream by:
+ *   dM_t[n] = dM_t^in[n] + sc_n M_t[n] + sum_r (w^r_t[r, n] dr_r + gdot[n, r] k_r),  dk_r += gdot[n, r] M_t[n],
+ *   d w[n] = dM_t[n] . (v - M[n] o e),  d e -= w_n dM_t[n] o M[n],  d v += w_n dM_t[n],
+ *   dM[n] = dM_t[n] o (1 - w_n e).
+ * gi (the incoming dM_t, row stride gi_stride: 0 for an all-zero row) may be the same buffer as gmo. gwp: N
+ * vectors of partial sums of d w[n] (scratch, 8 N values); gwn (N) the result. */
+static inline __attribute__((always_inline)) void FN(memory_backward_blocked_r)(
+    int N, int W, const real *restrict M, const real *restrict Mt, const real *gi, size_t gi_stride,
+    const real *restrict gR, const real *restrict keys, const real *restrict an, const real *restrict gdot,
+    const real *restrict sc, const real *restrict w, const real *restrict erase, const real *restrict wv,
+    real *restrict gk, real *restrict g_e, real *restrict g_v, real *gmo, real *restrict gwp,
+    real *restrict gwn, const int R) {
+    const int nb = W / LZ;
+    for (int jb = 0; jb < nb; ++jb) {
+        const int o = LZ * jb;
+        FN(vz) GR[8], K[8], GK[8];
+        for (int r = 0; r < R; ++r) {
+            GR[r] = FN(ldz)(gR + r * W + o);
+            K[r] = FN(ldz)(keys + r * W + o);
+            GK[r] = FN(ldz)(gk + r * W + o);
+        }
+        const FN(vz) E = FN(ldz)(erase + o), WV = FN(ldz)(wv + o);
+        FN(vz) GE = FN(ldz)(g_e + o), GV = FN(ldz)(g_v + o);
+        for (int n = 0; n < N; ++n) {
+            const size_t row = (size_t)n * W + o;
+            const FN(vz) x = FN(ldz)(M + row), xt = FN(ldz)(Mt + row);
+            FN(vz) gm = FN(ldz)(gi + n * gi_stride + o) + xt * sc[n];
+            for (int r = 0; r < R; ++r) {
+                const real g = gdot[n * R + r];
+                gm += an[r * N + n] * GR[r] + g * K[r];
+                GK[r] += g * xt;
+            }
+            const FN(vz) part = gm * (WV - x * E);
+            FN(stz)(gwp + LZ * n, jb ? FN(ldz)(gwp + LZ * n) + part : part);
+            const FN(vz) wg = w[n] * gm;
+            GE -= wg * x;
+            GV += wg;
+            FN(stz)(gmo + row, gm - wg * E);
+        }
+        for (int r = 0; r < R; ++r) FN(stz)(gk + r * W + o, GK[r]);
+        FN(stz)(g_e + o, GE);
+        FN(stz)(g_v + o, GV);
+    }
+    for (int n = 0; n < N; ++n) gwn[n] = FN(hsumz)(FN(ldz)(gwp + LZ * n));
 }
 
 static void FN(memory_row_backward_any)(int W, const real *m, const real *mt, const real *gi, const real *gR,
@@ -1384,6 +1608,26 @@ static void FN(cosine_backward)(int N, int W, int H, const real *mem, const real
         const real sc = gkn / knorm[h];
         for (int j = 0; j < W; ++j) gk[j] = kk[j] * sc;
     }
+    if (H == 1 && W % LZ == 0 && W <= 8 * LZ) { /* one key, W in at most 8 vectors: dk stays in registers */
+        const int nb = W / LZ;
+        FN(vz) KK[8], GK[8];
+        for (int jb = 0; jb < nb; ++jb) {
+            KK[jb] = FN(ldz)(keys + LZ * jb);
+            GK[jb] = FN(ldz)(gkeys + LZ * jb);
+        }
+        for (int n = 0; n < N; ++n) {
+            const real *m = mem + (size_t)n * W;
+            real *gm = gmem + (size_t)n * W;
+            const real sc = gmn[n] / norm[n], g = gdot[n];
+            for (int jb = 0; jb < nb; ++jb) {
+                const FN(vz) x = FN(ldz)(m + LZ * jb);
+                FN(stz)(gm + LZ * jb, FN(ldz)(gm + LZ * jb) + x * sc + g * KK[jb]);
+                GK[jb] += g * x;
+            }
+        }
+        for (int jb = 0; jb < nb; ++jb) FN(stz)(gkeys + LZ * jb, GK[jb]);
+        return;
+    }
     for (int n = 0; n < N; ++n) {
         const real *m = mem + (size_t)n * W;
         real *gm = gmem + (size_t)n * W;
@@ -1477,16 +1721,7 @@ static void FN(access_backward_chunk)(const void *job, int s0, int s1) {
         const real *w = k.ww, *erase = k.gate, *free_g = k.gate + W, *wv = v + (R + 1) * W;
         const real wg = k.gate[nsig - 1];
         /* d w^r_t: from the next step and from the reads */
-        {
-            real dots[64], sq;
-            real *d = R <= 64 ? dots : (real *)malloc(sizeof(real) * R);
-            const real *grwt = g_rwt + (size_t)s * R * N;
-            for (int n = 0; n < N; ++n) {
-                FN(row_dots)(Mt_s + (size_t)n * W, gR, W, R, d, &sq);
-                for (int r = 0; r < R; ++r) k.grw[r * N + n] = grwt[r * N + n] + d[r];
-            }
-            if (d != dots) free(d);
-        }
+        FN(read_dots_backward)(N, W, R, Mt_s, gR, g_rwt + (size_t)s * R * N, k.grw);
         memset(grw_prev, 0, sizeof(real) * (size_t)R * N);
         memset(k.gw, 0, sizeof(real) * N);
         real gmode[3 * 64 + 3];
@@ -1501,8 +1736,19 @@ static void FN(access_backward_chunk)(const void *job, int s0, int s1) {
                     k.gb[r * N + n] = k.mode[3 * r] * k.grw[r * N + n];
                 }
             /* one pass over (L_{t-1}, dL_t): h = L_t dw^r, q = dw^r L_t, dw^w, dp, dL_{t-1} */
+            /* meanwhile fetch what the memory pass reads next (M_{t-1}, dM_t) and the next sample's M_t and
+             * kept intermediates (its first passes) */
+            const size_t nw = (size_t)N * W * sizeof(real);
+            prefetch_plan pf = {{(const char *)Ms, (const char *)gMts}, {nw, gMts ? nw : 0}, {0}};
+            if (s + 1 < s1) {
+                pf.at[2] = Mt_in ? (const char *)(Mt_s + (size_t)N * W) : NULL;
+                pf.bytes[2] = nw;
+                pf.at[3] = aux ? (const char *)(aux + (size_t)(s + 1) * (4 + R) * N) : NULL;
+                pf.bytes[3] = (size_t)(4 + R) * N * sizeof(real);
+            }
+            for (int j = 0; j < 4; ++j) pf.step[j] = pf.bytes[j] / N;
             FN(link_backward)(N, R, Ls, gLs, w, ps, rws, k.grw, k.gb, k.gf, k.f, k.b, k.gw, k.gp, gLp, k.row,
-                              k.grow, k.zero);
+                              k.grow, k.zero, &pf);
             /* p_t = (1 - sum w) p_{t-1} + w */
             real sw = 0, gpp_dot = 0;
             for (int n = 0; n < N; ++n) {
@@ -1550,22 +1796,32 @@ static void FN(access_backward_chunk)(const void *job, int s0, int s1) {
         real *g_v = gv + (R + 1) * W;
         for (int j = 0; j < W; ++j) g_e[j] = g_v[j] = 0;
         const real *rwt_s = rwt + (size_t)s * R * N; /* w^r_t, saved by the forward */
-        real a_n[64];
-        real *an = R <= 64 ? a_n : (real *)malloc(sizeof(real) * R);
-        for (int n = 0; n < N; ++n) {
-            const real *m = Ms + (size_t)n * W, *mt = Mt_s + (size_t)n * W, *gi = gMts ? gMts + (size_t)n * W : k.zero;
-            real *gmo = gMs + (size_t)n * W;
-            const real *gd = k.gdot + n * R, sc = k.gmn[n] / k.rnorm[n], wn = w[n];
-            for (int r = 0; r < R; ++r) an[r] = rwt_s[r * N + n];
-            real gwn;
-#define CALL(RR) FN(memory_row_backward_r)(W, m, mt, gi, gR, v, an, gd, sc, wn, erase, wv, gv, g_e, g_v, gmo, &gwn, RR)
-            LINK_SWITCH(R, CALL,
-                        FN(memory_row_backward_any)(W, m, mt, gi, gR, v, an, gd, sc, wn, erase, wv, gv, g_e, g_v,
-                                                    gmo, &gwn, R))
+        if (W % LZ == 0 && R <= 8) {
+            for (int n = 0; n < N; ++n) k.msc[n] = k.gmn[n] / k.rnorm[n];
+#define CALL(RR)                                                                                             \
+    FN(memory_backward_blocked_r)(N, W, Ms, Mt_s, gMts ? gMts : k.zero, gMts ? (size_t)W : 0, gR, v, rwt_s, k.gdot, \
+                                  k.msc, w, erase, wv, gv, g_e, g_v, gMs, k.gwp, k.gwn, RR)
+            LINK_SWITCH(R, CALL, )
 #undef CALL
-            k.gww[n] = g_wwt[(size_t)s * N + n] + k.gw[n] + gwn;
+            for (int n = 0; n < N; ++n) k.gww[n] = g_wwt[(size_t)s * N + n] + k.gw[n] + k.gwn[n];
+        } else {
+            real a_n[64];
+            real *an = R <= 64 ? a_n : (real *)malloc(sizeof(real) * R);
+            for (int n = 0; n < N; ++n) {
+                const real *m = Ms + (size_t)n * W, *mt = Mt_s + (size_t)n * W, *gi = gMts ? gMts + (size_t)n * W : k.zero;
+                real *gmo = gMs + (size_t)n * W;
+                const real *gd = k.gdot + n * R, sc = k.gmn[n] / k.rnorm[n], wn = w[n];
+                for (int r = 0; r < R; ++r) an[r] = rwt_s[r * N + n];
+                real gwn;
+#define CALL(RR) FN(memory_row_backward_r)(W, m, mt, gi, gR, v, an, gd, sc, wn, erase, wv, gv, g_e, g_v, gmo, &gwn, RR)
+                LINK_SWITCH(R, CALL,
+                            FN(memory_row_backward_any)(W, m, mt, gi, gR, v, an, gd, sc, wn, erase, wv, gv, g_e, g_v,
+                                                        gmo, &gwn, R))
+#undef CALL
+                k.gww[n] = g_wwt[(size_t)s * N + n] + k.gw[n] + gwn;
+            }
+            if (an != a_n) free(an);
         }
-        if (an != a_n) free(an);
         /* write weighting w^w = g^w (g^a a + (1 - g^a) c^w) and allocation */
         real *gu_new = k.gu; /* reuse: u_t no longer needed */
         const real *gut = g_ut + (size_t)s * N;
