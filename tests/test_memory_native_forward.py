@@ -8,38 +8,14 @@ import pytest
 import torch
 
 from memagent import cbuild
-from memagent.memory import DNC, MemoryConfig, fused, interface_size, native
-from memagent.memory.access import MemoryAccess
+from memagent.memory import DNC, MemoryConfig, fused, native
 
 if cbuild.find_compiler() is None:  # pragma: no cover - only where no C compiler exists
     pytest.skip("no C compiler (cc, gcc, clang): the native kernel cannot be built", allow_module_level=True)
 
+from test_memory_native import random_step  # noqa: E402 - after the skip (it builds nothing itself)
+
 F64 = torch.float64
-
-
-def random_step(cfg: MemoryConfig, batch: int, seed: int, dtype=F64, ties: bool = False):
-    """A raw interface vector and a non-trivial previous state (weights on the simplex, usage and link
-    in [0, 1], zero link diagonal); ``ties``: equal usages (the stable order)."""
-    g = torch.Generator().manual_seed(seed)
-    n, w, r = cfg.memory_size, cfg.word_size, cfg.num_read_heads
-    state = MemoryAccess(cfg).initial_state(batch, dtype=dtype)
-    vector = torch.randn(batch, interface_size(cfg), generator=g, dtype=dtype) * 2
-    usage = torch.rand(batch, n, generator=g, dtype=dtype)
-    if ties:
-        usage = torch.full((batch, n), 0.5, dtype=dtype)
-        usage[:, ::3] = 0.25
-    state = state._replace(
-        memory=torch.randn(batch, n, w, generator=g, dtype=dtype),
-        usage=usage,
-        read_weights=torch.softmax(torch.randn(batch, r, n, generator=g, dtype=dtype) * 2, -1),
-        write_weights=torch.softmax(torch.randn(batch, 1, n, generator=g, dtype=dtype), -1) * 0.8,
-    )
-    if cfg.temporal_links:
-        link = torch.rand(batch, 1, n, n, generator=g, dtype=dtype) / n
-        link.diagonal(dim1=-2, dim2=-1).zero_()
-        precedence = torch.softmax(torch.randn(batch, 1, n, generator=g, dtype=dtype), -1) * 0.9
-        state = state._replace(link=link, precedence=precedence)
-    return vector, tuple(state[:6])
 
 
 def forward_both(cfg, vector, state, monkeypatch):
@@ -86,7 +62,7 @@ def test_forward_blocked_and_plain_sizes(n, w, r, monkeypatch):
 def test_forward_usage_ties_keep_the_stable_order(n, monkeypatch):
     """Equal usages inside and across the rank count's blocks of 16 and 8 slots, and N not a multiple of 8."""
     cfg = MemoryConfig(memory_size=n, word_size=8, num_read_heads=4)
-    vector, state = random_step(cfg, batch=2, seed=7, ties=True)
+    vector, state = random_step(cfg, batch=2, seed=7, case="ties")
     assert_outputs_close(*forward_both(cfg, vector, state, monkeypatch))
 
 

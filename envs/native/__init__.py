@@ -234,21 +234,28 @@ def _pcg64_words(library: ctypes.CDLL, bit_generators: Sequence[Any], words: np.
     return True
 
 
+def _reproduces_random_raw(draw: Any) -> bool:
+    """Whether ``draw(generator, out)`` (True on success; ``out`` ``(1, 37)`` uint64) gives the words and
+    the final state of ``PCG64.random_raw``, on two throwaway generators."""
+    for seed in (20241128, 7):
+        reference, candidate = np.random.PCG64(seed), np.random.PCG64(seed)
+        reference.advance(12345)
+        candidate.advance(12345)
+        expected = reference.random_raw(37)
+        got = np.empty((1, 37), np.uint64)
+        if not (draw(candidate, got) and np.array_equal(got[0], expected)):
+            return False
+        if candidate.state != reference.state:
+            return False
+    return True
+
+
 def pcg64_exact(library: ctypes.CDLL) -> bool:
     """Whether the kernel's inline PCG64 reproduces ``PCG64.random_raw`` (words and final state) in this
     process; checked once per library, on throwaway generators."""
     key = id(library)
     if key not in _PCG64_CHECKED:
-        ok = True
-        for seed in (20241128, 7):
-            reference, candidate = np.random.PCG64(seed), np.random.PCG64(seed)
-            reference.advance(12345)
-            candidate.advance(12345)
-            expected = reference.random_raw(37)
-            got = np.empty((1, 37), np.uint64)
-            ok = ok and _pcg64_words(library, [candidate], got)
-            ok = ok and np.array_equal(got[0], expected) and candidate.state == reference.state
-        _PCG64_CHECKED[key] = bool(ok)
+        _PCG64_CHECKED[key] = _reproduces_random_raw(lambda g, out: _pcg64_words(library, [g], out))
     return _PCG64_CHECKED[key]
 
 
@@ -289,17 +296,13 @@ def pcg64_layout(library: ctypes.CDLL) -> int | None:
         memory = _pcg64_memory(probe)
         layout = 0 if memory == low_high else 1 if memory == high_low else None
         if layout is not None and pcg64_exact(library):
-            for seed in (20241128, 7):
-                reference, candidate = np.random.PCG64(seed), np.random.PCG64(seed)
-                reference.advance(12345)
-                candidate.advance(12345)
-                expected = reference.random_raw(37)
-                got = np.empty((1, 37), np.uint64)
-                address = np.array([candidate.ctypes.state_address], np.uint64)
-                status = library.ek_pcg64_inplace(1, address.ctypes.data, layout, 37, got.ctypes.data, 37)
-                if status or not np.array_equal(got[0], expected) or candidate.state != reference.state:
-                    layout = None
-                    break
+
+            def in_place(generator: np.random.PCG64, out: np.ndarray) -> bool:
+                address = np.array([generator.ctypes.state_address], np.uint64)
+                return not library.ek_pcg64_inplace(1, address.ctypes.data, layout, 37, out.ctypes.data, 37)
+
+            if not _reproduces_random_raw(in_place):
+                layout = None
         _PCG64_LAYOUT[key] = layout
     return _PCG64_LAYOUT[key]
 
@@ -334,9 +337,7 @@ class WordSource:
 
     def matches(self, generators: Sequence[np.random.Generator]) -> bool:
         """Whether ``generators`` are exactly this source's generators (the same objects, in order)."""
-        return len(generators) == len(self.generators) and all(
-            map(operator.is_, generators, self.generators)
-        )
+        return len(generators) == len(self.generators) and all(map(operator.is_, generators, self.generators))
 
     def __call__(self, words: np.ndarray) -> None:
         """``words[b] = generators[b].bit_generator.random_raw(W)`` for every copy; ``words`` ``(B, W)``

@@ -633,18 +633,19 @@ static void FN(link_row_backward_any)(int N, int i, const real *lrow, const real
  * (w, p, w^r_r) are packed (one pointer, constant offsets), f[r, i] stays in registers as 8 lane sums
  * until the end of the rows, and the b[r, block] accumulators (packed too) are loaded and stored once
  * per TR rows. Same arithmetic per entry as link_row_forward_r; b sums the rows in the same order, f's
- * sums are split across the lanes. */
-typedef real FN(fv8) __attribute__((vector_size(8 * sizeof(real))));
+ * sums are split across the lanes. The 8-lane vector type and its helpers serve the blocked link
+ * backward below too. */
+typedef real FN(v8) __attribute__((vector_size(8 * sizeof(real))));
 
-static inline FN(fv8) FN(fld8)(const real *x) {
-    FN(fv8) v;
+static inline FN(v8) FN(ld8)(const real *x) {
+    FN(v8) v;
     memcpy(&v, x, sizeof v);
     return v;
 }
 
-static inline void FN(fst8)(real *x, FN(fv8) v) { memcpy(x, &v, sizeof v); }
+static inline void FN(st8)(real *x, FN(v8) v) { memcpy(x, &v, sizeof v); }
 
-static inline real FN(fhsum8)(FN(fv8) v) {
+static inline real FN(hsum8)(FN(v8) v) {
     return ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7]));
 }
 
@@ -655,27 +656,27 @@ static inline real FN(fhsum8)(FN(fv8) v) {
  * pk: N / 8 * (2 + R) vectors, acc: N / 8 * R vectors (scratch). TR (rows per pass) divides 8. */
 static inline __attribute__((always_inline)) void FN(link_forward_tiled_r)(
     int N, const real *restrict L, const real *restrict w, const real *restrict p, const real *restrict rw,
-    real *restrict Lt, real *restrict f, real *restrict b, FN(fv8) *restrict pk, FN(fv8) *restrict acc,
+    real *restrict Lt, real *restrict f, real *restrict b, FN(v8) *restrict pk, FN(v8) *restrict acc,
     const int R, const int TR) {
     const int nb = N / 8, PS = 2 + R;
     for (int jb = 0; jb < nb; ++jb) {
-        FN(fv8) *P = pk + jb * PS;
-        P[0] = FN(fld8)(w + 8 * jb);
-        P[1] = FN(fld8)(p + 8 * jb);
+        FN(v8) *P = pk + jb * PS;
+        P[0] = FN(ld8)(w + 8 * jb);
+        P[1] = FN(ld8)(p + 8 * jb);
         for (int r = 0; r < R; ++r) {
-            P[2 + r] = FN(fld8)(rw + r * N + 8 * jb);
-            acc[jb * R + r] = (FN(fv8)){0};
+            P[2 + r] = FN(ld8)(rw + r * N + 8 * jb);
+            acc[jb * R + r] = (FN(v8)){0};
         }
     }
     for (int i0 = 0; i0 < N; i0 += TR) {
         real a[8], wi[8], rwi[8][8];
-        FN(fv8) fv[8][8];
+        FN(v8) fv[8][8];
         for (int t = 0; t < TR; ++t) {
             wi[t] = w[i0 + t];
             a[t] = 1 - wi[t];
             for (int r = 0; r < R; ++r) {
                 rwi[t][r] = rw[r * N + i0 + t];
-                fv[t][r] = (FN(fv8)){0};
+                fv[t][r] = (FN(v8)){0};
             }
         }
         const int ib = i0 / 8, il = i0 % 8; /* the TR rows' diagonal entries: block ib, lanes il.. */
@@ -683,21 +684,21 @@ static inline __attribute__((always_inline)) void FN(link_forward_tiled_r)(
         const real *lrow = L + (size_t)i0 * N;
         real *ltrow = Lt + (size_t)i0 * N;
         for (int jb = 0; jb < nb; ++jb) {
-            const FN(fv8) *P = pk + jb * PS;
-            FN(fv8) *A = acc + jb * R;
-            FN(fv8) lt[8];
+            const FN(v8) *P = pk + jb * PS;
+            FN(v8) *A = acc + jb * R;
+            FN(v8) lt[8];
             if (PF && (jb * 8 * (int)sizeof(real)) % 64 == 0)
                 for (int t = 0; t < TR; ++t) { /* the rows PF tiles ahead, one cache line at a time */
                     __builtin_prefetch(lrow + (size_t)(PF * TR + t) * N + 8 * jb, 0, 3);
                     __builtin_prefetch(ltrow + (size_t)(PF * TR + t) * N + 8 * jb, 1, 3);
                 }
             for (int t = 0; t < TR; ++t)
-                lt[t] = (a[t] - P[0]) * FN(fld8)(lrow + (size_t)t * N + 8 * jb) + wi[t] * P[1];
+                lt[t] = (a[t] - P[0]) * FN(ld8)(lrow + (size_t)t * N + 8 * jb) + wi[t] * P[1];
             if (jb == ib)
                 for (int t = 0; t < TR; ++t) lt[t][il + t] = 0;
-            for (int t = 0; t < TR; ++t) FN(fst8)(ltrow + (size_t)t * N + 8 * jb, lt[t]);
+            for (int t = 0; t < TR; ++t) FN(st8)(ltrow + (size_t)t * N + 8 * jb, lt[t]);
             for (int r = 0; r < R; ++r) {
-                FN(fv8) s = A[r];
+                FN(v8) s = A[r];
                 for (int t = 0; t < TR; ++t) {
                     fv[t][r] += lt[t] * P[2 + r];
                     s += rwi[t][r] * lt[t];
@@ -706,10 +707,10 @@ static inline __attribute__((always_inline)) void FN(link_forward_tiled_r)(
             }
         }
         for (int t = 0; t < TR; ++t)
-            for (int r = 0; r < R; ++r) f[r * N + i0 + t] = FN(fhsum8)(fv[t][r]);
+            for (int r = 0; r < R; ++r) f[r * N + i0 + t] = FN(hsum8)(fv[t][r]);
     }
     for (int jb = 0; jb < nb; ++jb)
-        for (int r = 0; r < R; ++r) FN(fst8)(b + r * N + 8 * jb, acc[jb * R + r]);
+        for (int r = 0; r < R; ++r) FN(st8)(b + r * N + 8 * jb, acc[jb * R + r]);
 }
 
 /* rows per pass of the tiled link forward: TR R vectors of f sums in registers (at most 16) */
@@ -720,8 +721,8 @@ static void FN(link_forward)(int N, int R, const real *L, const real *w, const r
     if (N % 8 == 0 && R <= 8) {
         const size_t count = (size_t)(N / 8) * (2 + 2 * R);
         /* scratch on the stack up to 8 KiB (float32; N = 128, R = 4 needs 5 KiB), else on the heap */
-        FN(fv8) stack[256], *heap = count > 256 ? (FN(fv8) *)aligned_alloc(64, sizeof(FN(fv8)) * count) : NULL;
-        FN(fv8) *pk = heap ? heap : stack, *acc = pk + (size_t)(N / 8) * (2 + R);
+        FN(v8) stack[256], *heap = count > 256 ? (FN(v8) *)aligned_alloc(64, sizeof(FN(v8)) * count) : NULL;
+        FN(v8) *pk = heap ? heap : stack, *acc = pk + (size_t)(N / 8) * (2 + R);
 #define CALL(RR) FN(link_forward_tiled_r)(N, L, w, p, rw, Lt, f, b, pk, acc, RR, LINK_FORWARD_TR(RR))
         LINK_SWITCH(R, CALL, )
 #undef CALL
@@ -742,20 +743,6 @@ static void FN(link_forward)(int N, int R, const real *L, const real *w, const r
  * packed block by block (8 columns: w, p, w^r_r, dw^r_r, gb_r; then the column accumulators q_r, dw, dp)
  * so that the row loop walks one packed array with constant offsets (no pointer per head: the plain
  * loop above ran out of registers and reloaded its 23 pointers from the stack), in GCC vector types. */
-typedef real FN(v8) __attribute__((vector_size(8 * sizeof(real))));
-
-static inline FN(v8) FN(ld8)(const real *x) {
-    FN(v8) v;
-    memcpy(&v, x, sizeof v);
-    return v;
-}
-
-static inline void FN(st8)(real *x, FN(v8) v) { memcpy(x, &v, sizeof v); }
-
-static inline real FN(hsum8)(FN(v8) v) {
-    return ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7]));
-}
-
 /* 64-byte vectors (16 float or 8 double lanes: one AVX-512 register) for the backward's streaming loops,
  * which are bound by their arithmetic: twice the float lanes per instruction of the 8-lane blocks. */
 #ifndef LZ
@@ -1144,30 +1131,30 @@ static void FN(key_dots_blocked)(int N, int W, const real *restrict M, const rea
     const int nv = W / 8;
     int n = 0;
     for (; n + 4 <= N; n += 4) {
-        FN(fv8) d[4] = {{0}}, q[4] = {{0}};
+        FN(v8) d[4] = {{0}}, q[4] = {{0}};
         const real *m = M + (size_t)n * W;
         for (int c = 0; c < nv; ++c) {
-            const FN(fv8) kv = FN(fld8)(key + 8 * c);
+            const FN(v8) kv = FN(ld8)(key + 8 * c);
             for (int t = 0; t < 4; ++t) {
-                const FN(fv8) x = FN(fld8)(m + (size_t)t * W + 8 * c);
+                const FN(v8) x = FN(ld8)(m + (size_t)t * W + 8 * c);
                 d[t] += x * kv;
                 q[t] += x * x;
             }
         }
         for (int t = 0; t < 4; ++t) {
-            dots[n + t] = FN(fhsum8)(d[t]);
-            sq[n + t] = FN(fhsum8)(q[t]);
+            dots[n + t] = FN(hsum8)(d[t]);
+            sq[n + t] = FN(hsum8)(q[t]);
         }
     }
     for (; n < N; ++n) {
-        FN(fv8) d = {0}, q = {0};
+        FN(v8) d = {0}, q = {0};
         for (int c = 0; c < nv; ++c) {
-            const FN(fv8) x = FN(fld8)(M + (size_t)n * W + 8 * c);
-            d += x * FN(fld8)(key + 8 * c);
+            const FN(v8) x = FN(ld8)(M + (size_t)n * W + 8 * c);
+            d += x * FN(ld8)(key + 8 * c);
             q += x * x;
         }
-        dots[n] = FN(fhsum8)(d);
-        sq[n] = FN(fhsum8)(q);
+        dots[n] = FN(hsum8)(d);
+        sq[n] = FN(hsum8)(q);
     }
 }
 
@@ -1180,34 +1167,34 @@ static inline __attribute__((always_inline)) void FN(write_read_dots_r)(
     real *restrict sq, int write, const int R) {
     const int nv = W / 8, PS = R + 2;
     const size_t count = (size_t)nv * PS;
-    FN(fv8) stack[128], *heap = count > 128 ? (FN(fv8) *)aligned_alloc(64, sizeof(FN(fv8)) * count) : NULL;
-    FN(fv8) *pk = heap ? heap : stack;
+    FN(v8) stack[128], *heap = count > 128 ? (FN(v8) *)aligned_alloc(64, sizeof(FN(v8)) * count) : NULL;
+    FN(v8) *pk = heap ? heap : stack;
     for (int c = 0; c < nv; ++c) {
-        pk[c * PS] = FN(fld8)(erase + 8 * c);
-        pk[c * PS + 1] = FN(fld8)(wv + 8 * c);
-        for (int r = 0; r < R; ++r) pk[c * PS + 2 + r] = FN(fld8)(keys + (size_t)r * W + 8 * c);
+        pk[c * PS] = FN(ld8)(erase + 8 * c);
+        pk[c * PS + 1] = FN(ld8)(wv + 8 * c);
+        for (int r = 0; r < R; ++r) pk[c * PS + 2 + r] = FN(ld8)(keys + (size_t)r * W + 8 * c);
     }
     for (int n = 0; n < N; ++n) {
         const real *m = M + (size_t)n * W;
         real *mt = Mt + (size_t)n * W;
         const real wn = ww[n];
-        FN(fv8) acc[8], q = {0};
-        for (int r = 0; r < R; ++r) acc[r] = (FN(fv8)){0};
+        FN(v8) acc[8], q = {0};
+        for (int r = 0; r < R; ++r) acc[r] = (FN(v8)){0};
         for (int c = 0; c < nv; ++c) {
-            const FN(fv8) *P = pk + c * PS;
-            FN(fv8) x;
+            const FN(v8) *P = pk + c * PS;
+            FN(v8) x;
             if (write) {
-                const FN(fv8) mv = FN(fld8)(m + 8 * c);
+                const FN(v8) mv = FN(ld8)(m + 8 * c);
                 x = mv + wn * (P[1] - mv * P[0]);
-                FN(fst8)(mt + 8 * c, x);
+                FN(st8)(mt + 8 * c, x);
             } else {
-                x = FN(fld8)(mt + 8 * c);
+                x = FN(ld8)(mt + 8 * c);
             }
             q += x * x;
             for (int r = 0; r < R; ++r) acc[r] += x * P[2 + r];
         }
-        for (int r = 0; r < R; ++r) dots[(size_t)r * N + n] = FN(fhsum8)(acc[r]);
-        sq[n] = FN(fhsum8)(q);
+        for (int r = 0; r < R; ++r) dots[(size_t)r * N + n] = FN(hsum8)(acc[r]);
+        sq[n] = FN(hsum8)(q);
     }
     free(heap);
 }
@@ -1221,29 +1208,29 @@ typedef FN(rint) FN(iv8) __attribute__((vector_size(8 * sizeof(real)))); /* a co
 static void FN(rank_order_blocked)(int N, const real *restrict s, int *restrict order) {
     int n0 = 0;
     for (; n0 + 16 <= N; n0 += 16) { /* two blocks A = [n0, n0 + 8), B = [n0 + 8, n0 + 16) */
-        const FN(fv8) va = FN(fld8)(s + n0), vb = FN(fld8)(s + n0 + 8);
+        const FN(v8) va = FN(ld8)(s + n0), vb = FN(ld8)(s + n0 + 8);
         FN(iv8) ca = {0}, cb = {0}, ia, ib;
         for (int l = 0; l < 8; ++l) {
             ia[l] = n0 + l;
             ib[l] = n0 + 8 + l;
         }
         for (int m = 0; m < n0; ++m) {
-            const FN(fv8) sm = (FN(fv8)){0} + s[m];
+            const FN(v8) sm = (FN(v8)){0} + s[m];
             ca -= sm <= va;
             cb -= sm <= vb;
         }
         for (int m = n0; m < n0 + 8; ++m) {
-            const FN(fv8) sm = (FN(fv8)){0} + s[m];
+            const FN(v8) sm = (FN(v8)){0} + s[m];
             ca -= (sm < va) | ((sm == va) & (m < ia));
             cb -= sm <= vb;
         }
         for (int m = n0 + 8; m < n0 + 16; ++m) {
-            const FN(fv8) sm = (FN(fv8)){0} + s[m];
+            const FN(v8) sm = (FN(v8)){0} + s[m];
             ca -= sm < va;
             cb -= (sm < vb) | ((sm == vb) & (m < ib));
         }
         for (int m = n0 + 16; m < N; ++m) {
-            const FN(fv8) sm = (FN(fv8)){0} + s[m];
+            const FN(v8) sm = (FN(v8)){0} + s[m];
             ca -= sm < va;
             cb -= sm < vb;
         }
@@ -1253,15 +1240,15 @@ static void FN(rank_order_blocked)(int N, const real *restrict s, int *restrict 
         }
     }
     for (; n0 < N; n0 += 8) {
-        const FN(fv8) v = FN(fld8)(s + n0);
+        const FN(v8) v = FN(ld8)(s + n0);
         FN(iv8) cnt = {0}, idx;
         for (int l = 0; l < 8; ++l) idx[l] = n0 + l;
-        for (int m = 0; m < n0; ++m) cnt -= (FN(fv8)){0} + s[m] <= v;
+        for (int m = 0; m < n0; ++m) cnt -= (FN(v8)){0} + s[m] <= v;
         for (int m = n0; m < n0 + 8; ++m) {
-            const FN(fv8) sm = (FN(fv8)){0} + s[m];
+            const FN(v8) sm = (FN(v8)){0} + s[m];
             cnt -= (sm < v) | ((sm == v) & (m < idx));
         }
-        for (int m = n0 + 8; m < N; ++m) cnt -= (FN(fv8)){0} + s[m] < v;
+        for (int m = n0 + 8; m < N; ++m) cnt -= (FN(v8)){0} + s[m] < v;
         for (int l = 0; l < 8; ++l) order[cnt[l]] = n0 + l;
     }
 }
@@ -1465,27 +1452,27 @@ static inline __attribute__((always_inline)) void FN(reads_blocked_r)(int N, int
     const int nv = W / 8;
     int c0 = 0;
     for (; c0 + CW <= nv; c0 += CW) {
-        FN(fv8) acc[8][4];
+        FN(v8) acc[8][4];
         for (int r = 0; r < R; ++r)
-            for (int c = 0; c < CW; ++c) acc[r][c] = (FN(fv8)){0};
+            for (int c = 0; c < CW; ++c) acc[r][c] = (FN(v8)){0};
         for (int n = 0; n < N; ++n) {
             const real *mt = Mt + (size_t)n * W + 8 * c0, *a = wT + (size_t)n * R;
-            FN(fv8) m[4];
-            for (int c = 0; c < CW; ++c) m[c] = FN(fld8)(mt + 8 * c);
+            FN(v8) m[4];
+            for (int c = 0; c < CW; ++c) m[c] = FN(ld8)(mt + 8 * c);
             for (int r = 0; r < R; ++r)
                 for (int c = 0; c < CW; ++c) acc[r][c] += a[r] * m[c];
         }
         for (int r = 0; r < R; ++r)
-            for (int c = 0; c < CW; ++c) FN(fst8)(reads + (size_t)r * W + 8 * (c0 + c), acc[r][c]);
+            for (int c = 0; c < CW; ++c) FN(st8)(reads + (size_t)r * W + 8 * (c0 + c), acc[r][c]);
     }
     for (; c0 < nv; ++c0) { /* the last column vectors, one at a time */
-        FN(fv8) acc[8];
-        for (int r = 0; r < R; ++r) acc[r] = (FN(fv8)){0};
+        FN(v8) acc[8];
+        for (int r = 0; r < R; ++r) acc[r] = (FN(v8)){0};
         for (int n = 0; n < N; ++n) {
-            const FN(fv8) m = FN(fld8)(Mt + (size_t)n * W + 8 * c0);
+            const FN(v8) m = FN(ld8)(Mt + (size_t)n * W + 8 * c0);
             for (int r = 0; r < R; ++r) acc[r] += wT[(size_t)n * R + r] * m;
         }
-        for (int r = 0; r < R; ++r) FN(fst8)(reads + (size_t)r * W + 8 * c0, acc[r]);
+        for (int r = 0; r < R; ++r) FN(st8)(reads + (size_t)r * W + 8 * c0, acc[r]);
     }
 }
 
