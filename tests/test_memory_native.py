@@ -96,7 +96,7 @@ def test_native_step_small_and_odd_sizes(n, w, r, monkeypatch):
 @pytest.mark.parametrize("r", [1, 3, 8])
 @pytest.mark.parametrize("case", ["random", "ties"])
 def test_native_step_blocked_link_pass(r, case, monkeypatch):
-    """N a multiple of 8 (the blocked link passes, 3 column blocks) in float64, every specialised
+    """N a multiple of 8 (the blocked link passes, 3 column blocks of 8 doubles) in float64, every specialised
     head count's edge (1, 8) and an odd one."""
     cfg = MemoryConfig(memory_size=24, word_size=6, num_read_heads=r)
     vector, state = random_step(cfg, batch=2, seed=r, case=case)

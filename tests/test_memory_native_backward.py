@@ -1,6 +1,6 @@
 """The native access backward's blocked paths against the torch path: the 64-byte-vector link and memory
-passes (N, W multiples of 16 float / 8 double lanes), the 8-lane link pass (float32, N a multiple of 8
-only), the blocked d reads -> d w^r products (N and W multiples of 8), and sizes that take none of them."""
+passes (N, W multiples of 16 float / 8 double lanes), the blocked d reads -> d w^r products (N and W
+multiples of 8), and sizes that take none of them."""
 
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ def test_backward_paths_float64(n, w, r, case, monkeypatch):
     "n, w, r",
     [
         (32, 32, 4),  # 16-lane link and memory passes
-        (24, 16, 3),  # 8-lane link pass (N not a multiple of 16), 16-lane memory pass
+        (24, 16, 3),  # plain link rows in float32 (N not a multiple of 16), 16-lane memory pass
         (16, 24, 2),  # memory rows one by one (W not a multiple of 16), blocked read dots
         (12, 8, 5),  # plain link rows, read dots per row
     ],

@@ -739,10 +739,6 @@ static void FN(link_forward)(int N, int R, const real *L, const real *w, const r
     }
 }
 
-/* ---- blocked link backward (N a multiple of 8, R <= 8): the per-column quantities of all heads are
- * packed block by block (8 columns: w, p, w^r_r, dw^r_r, gb_r; then the column accumulators q_r, dw, dp)
- * so that the row loop walks one packed array with constant offsets (no pointer per head: the plain
- * loop above ran out of registers and reloaded its 23 pointers from the stack), in GCC vector types. */
 /* 64-byte vectors (16 float or 8 double lanes: one AVX-512 register) for the backward's streaming loops,
  * which are bound by their arithmetic: twice the float lanes per instruction of the 8-lane blocks. */
 #ifndef LZ
@@ -767,66 +763,6 @@ static inline real FN(hsumz)(FN(vz) v) {
     return FN(hsum8)(s);
 }
 
-static inline __attribute__((always_inline)) void FN(link_backward_blocked_r)(
-    int N, const real *restrict L, const real *restrict gL, const real *restrict w, const real *restrict p,
-    const real *restrict rw, const real *restrict grw, const real *restrict gb, const real *restrict gf,
-    real *restrict h, real *restrict q, real *restrict gw, real *restrict gp, real *restrict gLp,
-    const real *restrict zero, FN(v8) *restrict pk, FN(v8) *restrict acc, const int R) {
-    const int nb = N / 8, PS = 2 + 3 * R, AS = R + 2;
-    for (int jb = 0; jb < nb; ++jb) {
-        FN(v8) *P = pk + jb * PS, *A = acc + jb * AS;
-        P[0] = FN(ld8)(w + 8 * jb);
-        P[1] = FN(ld8)(p + 8 * jb);
-        for (int r = 0; r < R; ++r) {
-            P[2 + r] = FN(ld8)(rw + r * N + 8 * jb);
-            P[2 + R + r] = FN(ld8)(grw + r * N + 8 * jb);
-            P[2 + 2 * R + r] = FN(ld8)(gb + r * N + 8 * jb);
-        }
-        for (int f = 0; f < AS; ++f) A[f] = (FN(v8)){0};
-    }
-    for (int i = 0; i < N; ++i) {
-        const real wi = w[i], a = 1 - wi;
-        real rwi[8], grwi[8], gfi[8];
-        for (int r = 0; r < R; ++r) {
-            rwi[r] = rw[r * N + i];
-            grwi[r] = grw[r * N + i];
-            gfi[r] = gf[r * N + i];
-        }
-        const real *lrow = L + (size_t)i * N, *glrow = gL ? gL + (size_t)i * N : zero;
-        real *glp = gLp + (size_t)i * N;
-        const int ib = i / 8, il = i % 8;
-        FN(v8) hv[8], gwv = {0};
-        for (int r = 0; r < R; ++r) hv[r] = (FN(v8)){0};
-        for (int jb = 0; jb < nb; ++jb) {
-            const FN(v8) *P = pk + jb * PS;
-            FN(v8) *A = acc + jb * AS;
-            const FN(v8) lp = FN(ld8)(lrow + 8 * jb), scale = a - P[0];
-            FN(v8) lt = scale * lp + wi * P[1];
-            if (jb == ib) lt[il] = 0; /* zero diagonal */
-            FN(v8) g = FN(ld8)(glrow + 8 * jb);
-            for (int r = 0; r < R; ++r) {
-                hv[r] += lt * P[2 + R + r];
-                A[r] += grwi[r] * lt;
-                g += gfi[r] * P[2 + r] + rwi[r] * P[2 + 2 * R + r];
-            }
-            if (jb == ib) g[il] = 0;
-            const FN(v8) gl = g * lp;
-            gwv += g * P[1] - gl;
-            A[R] -= gl;
-            A[R + 1] += wi * g;
-            FN(st8)(glp + 8 * jb, scale * g);
-        }
-        for (int r = 0; r < R; ++r) h[r * N + i] = FN(hsum8)(hv[r]);
-        gw[i] += FN(hsum8)(gwv);
-    }
-    for (int jb = 0; jb < nb; ++jb) {
-        const FN(v8) *A = acc + jb * AS;
-        for (int r = 0; r < R; ++r) FN(st8)(q + r * N + 8 * jb, A[r]);
-        FN(st8)(gw + 8 * jb, FN(ld8)(gw + 8 * jb) + A[R]);
-        FN(st8)(gp + 8 * jb, A[R + 1]);
-    }
-}
-
 /* Memory the next sample's passes will read (up to 4 regions), fetched into the cache a slice per link
  * row while the link pass computes (it is bound by its arithmetic; the memory passes by their loads). */
 #ifndef PREFETCH_PLAN /* once for both instantiations */
@@ -845,7 +781,11 @@ static inline void prefetch_slice(const prefetch_plan *pf, int i, int n) {
 }
 #endif
 
-/* The same in blocks of LZ columns (64-byte vectors; N a multiple of LZ, R <= 8); fetches `pf` meanwhile. */
+/* ---- blocked link backward (N a multiple of LZ, R <= 8): the per-column quantities of all heads are
+ * packed block by block (LZ columns: w, p, w^r_r, dw^r_r, gb_r; then the column accumulators q_r, dw, dp)
+ * so that the row loop walks one packed array with constant offsets (no pointer per head: the plain
+ * row loop above runs out of registers and reloads its 23 pointers from the stack), in 64-byte GCC vector
+ * types; fetches `pf` meanwhile. Other sizes take the row loop. */
 static inline __attribute__((always_inline)) void FN(link_backward_blocked_z_r)(
     int N, const real *restrict L, const real *restrict gL, const real *restrict w, const real *restrict p,
     const real *restrict rw, const real *restrict grw, const real *restrict gb, const real *restrict gf,
@@ -918,15 +858,6 @@ static void FN(link_backward)(int N, int R, const real *L, const real *gL, const
         const size_t bytes = ((size_t)(N / LZ) * (2 + 3 * R + R + 2) * sizeof(FN(vz)) + 63) / 64 * 64;
         FN(vz) *pk = (FN(vz) *)aligned_alloc(64, bytes), *acc = pk + (size_t)(N / LZ) * (2 + 3 * R);
 #define CALL(RR) FN(link_backward_blocked_z_r)(N, L, gL, w, p, rw, grw, gb, gf, h, q, gw, gp, gLp, zero, pk, acc, pf, RR)
-        LINK_SWITCH(R, CALL, )
-#undef CALL
-        free(pk);
-        return;
-    }
-    if (N % 8 == 0 && R <= 8) { /* float with N not a multiple of 16 */
-        const size_t bytes = ((size_t)(N / 8) * (2 + 3 * R + R + 2) * sizeof(FN(v8)) + 63) / 64 * 64;
-        FN(v8) *pk = (FN(v8) *)aligned_alloc(64, bytes), *acc = pk + (size_t)(N / 8) * (2 + 3 * R);
-#define CALL(RR) FN(link_backward_blocked_r)(N, L, gL, w, p, rw, grw, gb, gf, h, q, gw, gp, gLp, zero, pk, acc, RR)
         LINK_SWITCH(R, CALL, )
 #undef CALL
         free(pk);
