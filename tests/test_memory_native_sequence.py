@@ -137,3 +137,33 @@ def test_pool_size_is_bounded_and_release_empties_it(monkeypatch):
     monkeypatch.setattr(sequence, "POOL_MAX_BYTES", 0)
     run(model, x)
     assert not sequence._pool
+
+
+def test_a_shorter_sequence_reuses_a_larger_free_buffer_and_the_pool_bytes_are_bounded(monkeypatch):
+    """A free buffer of up to twice the size needed is reused (its first part), with the numbers of fresh
+    buffers; the pool holds at most POOL_MAX_BYTES (older buffers leave it, those in use stay valid)."""
+    model, x, starts = make_case(steps=8)
+    run(model, x, starts)
+    sizes = sorted(b.numel() for b, _ in sequence._pool)
+    pooled = run(model, x[:, :6], starts[:, :6])
+    assert sorted(b.numel() for b, _ in sequence._pool) == sizes  # reused, none added
+    limit = sequence.POOL_MAX_BYTES
+    monkeypatch.setattr(sequence, "POOL_MAX_BYTES", 0)
+    assert_equal(pooled, run(model, x[:, :6], starts[:, :6]))
+    monkeypatch.setattr(sequence, "POOL_MAX_BYTES", limit)
+    sequence.release_buffers()
+    y, state = model(x, episode_starts=starts)  # a live graph while the pool is cut down below
+    largest = max(b.numel() * b.element_size() for b, _ in sequence._pool)
+    monkeypatch.setattr(sequence, "POOL_MAX_BYTES", largest)
+    for steps in (3, 5, 7, 2):
+        run(model, x[:, :steps], starts[:, :steps])
+        assert sum(b.numel() * b.element_size() for b, _ in sequence._pool) <= largest
+    monkeypatch.setattr(sequence, "POOL_MAX_BYTES", limit)
+    model.zero_grad(set_to_none=True)
+    (y.sum() + state.memory.sum()).backward()  # the graph's buffers, out of the pool now, still valid
+    expected = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad(set_to_none=True)
+    y, state = model(x, episode_starts=starts)
+    (y.sum() + state.memory.sum()).backward()
+    for p, e in zip(model.parameters(), expected):
+        assert torch.equal(p.grad, e)

@@ -39,10 +39,10 @@ SERIAL_TORCH_IN_LOOP = True
 #: the forward's and backward's large per-call buffers (the per-step states kept for backward, the gates,
 #: the gradient buffers) are views of flat buffers from a small pool, reused once no tensor refers to them
 #: any more (see :func:`_take`): a train step then touches no fresh pages (a fresh buffer of the C
-#: library's allocator faults in, and the kernel zeroes, page by page). Buffers above this size are not
-#: pooled; :func:`release_buffers` empties the pool.
+#: library's allocator faults in, and the kernel zeroes, page by page). The pool holds at most this many
+#: bytes (the least recently used buffers leave it beyond; a buffer in use then stays until its last view
+#: goes) and :data:`POOL_SIZE` buffers; :func:`release_buffers` empties it.
 POOL_MAX_BYTES = 256 << 20
-#: the number of pooled buffers kept (the least recently used free one is dropped beyond it)
 POOL_SIZE = 8
 
 _pool: list[tuple[Tensor, int]] = []  # (flat buffer, its storage use count when nothing else refers to it)
@@ -55,25 +55,32 @@ def _use_count(buffer: Tensor) -> int:
 
 
 def _take(numel: int, like: Tensor) -> Tensor:
-    """A flat uninitialised buffer of ``numel`` elements of ``like``'s dtype: a pooled one that nothing
-    refers to any more (no live autograd graph, output or view holds its storage), else a new one (pooled
-    if small enough). Returns a view, so that the buffer is busy from the moment it is handed out."""
+    """A flat uninitialised buffer of ``numel`` elements of ``like``'s dtype: the smallest pooled one of
+    ``numel`` to ``2 numel`` elements that nothing refers to any more (no live autograd graph, output or
+    view holds its storage), else a new one (pooled if it fits). Returns a view, so that the buffer is
+    busy from the moment it is handed out."""
     nbytes = numel * like.element_size()
     if nbytes > POOL_MAX_BYTES or not hasattr(torch._C, "_storage_Use_Count"):
         return like.new_empty(numel)
     with _pool_lock:
-        for i, (buffer, free_count) in enumerate(_pool):
-            if buffer.dtype == like.dtype and buffer.numel() == numel and _use_count(buffer) == free_count:
-                _pool.append(_pool.pop(i))  # most recently used last
-                return buffer.view(-1)
-        buffer = like.new_empty(numel)
-        _pool.append((buffer, _use_count(buffer)))
-        if len(_pool) > POOL_SIZE:
-            for i, (old, free_count) in enumerate(_pool[:-1]):
-                if _use_count(old) == free_count:
-                    del _pool[i]
-                    break
-        return buffer.view(-1)
+        fits = [
+            (buffer.numel(), i)
+            for i, (buffer, free_count) in enumerate(_pool)
+            if buffer.dtype == like.dtype
+            and numel <= buffer.numel() <= 2 * numel
+            and _use_count(buffer) == free_count
+        ]
+        if fits:
+            entry = _pool.pop(min(fits)[1])
+        else:
+            buffer = like.new_empty(numel)
+            entry = (buffer, _use_count(buffer))
+        _pool.append(entry)  # most recently used last
+        while len(_pool) > 1 and (
+            len(_pool) > POOL_SIZE or sum(b.numel() * b.element_size() for b, _ in _pool) > POOL_MAX_BYTES
+        ):
+            del _pool[0]
+        return entry[0][:numel]
 
 
 def _carve(like: Tensor, shapes: list[tuple[int, ...]]) -> list[Tensor]:
