@@ -91,7 +91,7 @@ def test_buffers_of_a_live_graph_are_not_reused():
         xi = xi.clone().requires_grad_(True)
         y, state = model(xi, episode_starts=starts)
         graphs.append((xi, y, state))
-    assert len(sequence._pool) == len(inputs)  # a forward buffer per live graph
+    assert len(sequence._pool) == len(inputs) + 1  # a buffer per live graph, one scratch buffer
     n = len(graphs[0][2])
     for k in (2, 0, 1):
         xi, y, state = graphs[k]
@@ -109,12 +109,13 @@ def test_buffers_of_a_live_graph_are_not_reused():
 
 
 def test_free_buffers_are_reused_and_outputs_are_not_pooled():
-    """Train steps in a row reuse the same two pooled buffers (the forward's and the backward's); no output
-    lies in a pooled buffer (an output kept by the caller would otherwise be overwritten)."""
+    """Train steps in a row reuse the same three pooled buffers (the forward's, the backward's, the scratch
+    memory of both); no output lies in a pooled buffer (an output kept by the caller would otherwise be
+    overwritten)."""
     model, x, starts = make_case(steps=6)
     run(model, x, starts)
     buffers = [buffer.data_ptr() for buffer, _ in sequence._pool]
-    assert len(buffers) == 2
+    assert len(buffers) == 3
     kept = [run(model, x, starts) for _ in range(3)]
     assert [buffer.data_ptr() for buffer, _ in sequence._pool] == buffers
     for result in kept[1:]:

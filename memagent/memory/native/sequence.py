@@ -167,11 +167,12 @@ def _forward(config, x, w_ih, w_hh, b_gates, w_i, b_i, state, resets: dict[int, 
     cbuf = x.new_empty(steps + 1, batch, hsize)
     rbuf = x.new_empty(steps + 1, batch, r * w)
     # the per-step states the steps write, except the last step's (outputs): with backward all kept (the
-    # memory M_t only at odd steps, the even steps' in one scratch slot), without it two ping-pong slots;
-    # with the gates, the interface vectors and the kept norms, views of one pooled buffer (see _take)
+    # memory M_t only at odd steps), without it two ping-pong slots; with the gates, the interface vectors
+    # and the kept norms, views of one pooled buffer (see _take). The even steps' M_t (not kept) go to a
+    # scratch buffer of its own, free again when the forward returns (the backward rebuilds into it).
     last = steps - 1
     slots = last if keep else min(last, 2)
-    memory_slots = last // 2 + 1 if keep else slots
+    memory_slots = last // 2 if keep else slots
     keep_aux = keep and KEEP_AUX
     aux_size = native.aux_size(config)
     shapes = [(steps, batch, 4 * hsize), (steps, batch, vsize), (memory_slots, *memory.shape)]
@@ -180,6 +181,7 @@ def _forward(config, x, w_ih, w_hh, b_gates, w_i, b_i, state, resets: dict[int, 
     shapes += [(steps, batch, aux_size)] if keep_aux else []
     gates, vecs, memory_buf, *step_bufs = _carve(x, shapes)
     memory_s = memory_buf.unbind(0)
+    scratch = _carve(x, [tuple(memory.shape)])[0] if keep and last > 0 else None
     usage_s, rw_s, ww_s = (f.unbind(0) for f in step_bufs[:3])
     link_s, prec_s = (f.unbind(0) for f in step_bufs[3:5]) if links else ((), ())
     aux_s = step_bufs[-1].unbind(0) if keep_aux else None
@@ -219,7 +221,7 @@ def _forward(config, x, w_ih, w_hh, b_gates, w_i, b_i, state, resets: dict[int, 
             new_rw, new_ww = torch.empty_like(rw), torch.empty_like(ww)
         else:
             k = t if keep else t % 2
-            new_memory = memory_s[(t // 2 if t % 2 else -1) if keep else k]
+            new_memory = (memory_s[t // 2] if t % 2 else scratch) if keep else memory_s[k]
             new_usage, new_rw, new_ww = usage_s[k], rw_s[k], ww_s[k]
             new_link, new_prec = (link_s[k], prec_s[k]) if links else (link, prec)
         aux = aux_s[t] if keep_aux else None  # norms, similarities, order
@@ -351,11 +353,10 @@ def _backward(config, resets, buffers, x, w_ih, w_hh, w_i, state, grads, need_x:
     g_hid_tm = g_hiddens.transpose(0, 1)
     g_reads_tm = g_reads.transpose(0, 1)
     g_r = g_r.reshape(batch, r * w)
-    # dgates, dvecs and the scratch memory into which the odd steps' M_{t-1} is rebuilt (dead after the
-    # step before it): views of one pooled buffer (see _take)
-    g_gates, g_vecs, rebuilt = _carve(
-        x, [(steps, batch, 4 * hsize), (steps, batch, vsize), tuple(next_memory.shape)]
-    )
+    # dgates and dvecs: views of one pooled buffer (see _take); the scratch memory into which the odd
+    # steps' M_{t-1} is rebuilt (dead after the step before it): the forward's scratch buffer, as a rule
+    g_gates, g_vecs = _carve(x, [(steps, batch, 4 * hsize), (steps, batch, vsize)])
+    rebuilt = _carve(x, [tuple(next_memory.shape)])[0] if steps > 1 else None
     threads = native.num_threads()
     cfg = native._config(config, batch, vsize, threads)
     ptr = native._ptr
