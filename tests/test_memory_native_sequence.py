@@ -19,7 +19,9 @@ F64 = torch.float64
 
 @pytest.fixture(autouse=True)
 def _native(monkeypatch):
+    """The native path, with the small test sizes pooled too (POOL_MIN_BYTES = 0)."""
     monkeypatch.setenv("MEMAGENT_NATIVE", "1")
+    monkeypatch.setattr(sequence, "POOL_MIN_BYTES", 0)
     sequence.release_buffers()
     yield
     sequence.release_buffers()
@@ -168,3 +170,13 @@ def test_a_shorter_sequence_reuses_a_larger_free_buffer_and_the_pool_bytes_are_b
     (y.sum() + state.memory.sum()).backward()
     for p, e in zip(model.parameters(), expected):
         assert torch.equal(p.grad, e)
+
+
+def test_small_buffers_are_not_pooled(monkeypatch):
+    monkeypatch.setattr(sequence, "POOL_MIN_BYTES", 64 << 10)
+    model, x, starts = make_case()
+    pooled = run(model, x, starts)
+    assert not sequence._pool
+    monkeypatch.setattr(sequence, "POOL_MIN_BYTES", 0)
+    assert_equal(pooled, run(model, x, starts))
+    assert sequence._pool

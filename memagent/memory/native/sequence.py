@@ -17,6 +17,8 @@ float32 / float64 tensors (see :func:`memagent.memory.native.supports`). A backw
 from __future__ import annotations
 
 import functools
+import itertools
+import math
 import threading
 from collections.abc import Iterator
 
@@ -44,6 +46,9 @@ SERIAL_TORCH_IN_LOOP = True
 #: goes) and :data:`POOL_SIZE` buffers; :func:`release_buffers` empties it.
 POOL_MAX_BYTES = 256 << 20
 POOL_SIZE = 8
+#: smaller buffers are not pooled (the allocator serves them from memory it keeps; a pooled one costs
+#: more Python time than it saves)
+POOL_MIN_BYTES = 64 << 10
 
 _pool: list[tuple[Tensor, int]] = []  # (flat buffer, its storage use count when nothing else refers to it)
 _pool_lock = threading.Lock()
@@ -60,7 +65,7 @@ def _take(numel: int, like: Tensor) -> Tensor:
     view holds its storage), else a new one (pooled if it fits). Returns a view, so that the buffer is
     busy from the moment it is handed out."""
     nbytes = numel * like.element_size()
-    if nbytes > POOL_MAX_BYTES or not hasattr(torch._C, "_storage_Use_Count"):
+    if not POOL_MIN_BYTES <= nbytes <= POOL_MAX_BYTES or not hasattr(torch._C, "_storage_Use_Count"):
         return like.new_empty(numel)
     with _pool_lock:
         fits = [
@@ -85,9 +90,10 @@ def _take(numel: int, like: Tensor) -> Tensor:
 
 def _carve(like: Tensor, shapes: list[tuple[int, ...]]) -> list[Tensor]:
     """Contiguous uninitialised tensors of these shapes, views of one pooled buffer (see :func:`_take`)."""
-    sizes = [int(torch.Size(shape).numel()) for shape in shapes]
-    parts = _take(sum(sizes), like).split(sizes)
-    return [part.view(shape) for part, shape in zip(parts, shapes)]
+    sizes = [math.prod(shape) for shape in shapes]
+    flat = _take(sum(sizes), like)
+    offsets = itertools.accumulate(sizes, initial=0)
+    return [flat[o : o + n].view(shape) for o, n, shape in zip(offsets, sizes, shapes)]
 
 
 def release_buffers() -> None:
