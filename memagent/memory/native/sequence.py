@@ -17,6 +17,9 @@ float32 / float64 tensors (see :func:`memagent.memory.native.supports`). A backw
 from __future__ import annotations
 
 import functools
+import itertools
+import math
+import threading
 from collections.abc import Iterator
 
 import torch
@@ -33,6 +36,70 @@ KEEP_AUX = True
 #: while the kernel splits its batch loops over threads, run torch's own small per-step ops (the
 #: controller's matrix products) on one thread inside the step loops (see :func:`_steps`)
 SERIAL_TORCH_IN_LOOP = True
+
+
+#: the forward's and backward's large per-call buffers (the per-step states kept for backward, the gates,
+#: the gradient buffers) are views of flat buffers from a small pool, reused once no tensor refers to them
+#: any more (see :func:`_take`): a train step then touches no fresh pages (a fresh buffer of the C
+#: library's allocator faults in, and the kernel zeroes, page by page). The pool holds at most this many
+#: bytes (the least recently used buffers leave it beyond; a buffer in use then stays until its last view
+#: goes) and :data:`POOL_SIZE` buffers; :func:`release_buffers` empties it.
+POOL_MAX_BYTES = 256 << 20
+POOL_SIZE = 8
+#: smaller buffers are not pooled (the allocator serves them from memory it keeps; a pooled one costs
+#: more Python time than it saves)
+POOL_MIN_BYTES = 64 << 10
+
+_pool: list[tuple[Tensor, int]] = []  # (flat buffer, its storage use count when nothing else refers to it)
+_pool_lock = threading.Lock()
+
+
+def _use_count(buffer: Tensor) -> int:
+    """How many references (tensors, views, storages) the buffer's storage has."""
+    return torch._C._storage_Use_Count(buffer.untyped_storage()._cdata)
+
+
+def _take(numel: int, like: Tensor) -> Tensor:
+    """A flat uninitialised buffer of ``numel`` elements of ``like``'s dtype: the smallest pooled one of
+    ``numel`` to ``2 numel`` elements that nothing refers to any more (no live autograd graph, output or
+    view holds its storage), else a new one (pooled if it fits). Returns a view, so that the buffer is
+    busy from the moment it is handed out."""
+    nbytes = numel * like.element_size()
+    if not POOL_MIN_BYTES <= nbytes <= POOL_MAX_BYTES or not hasattr(torch._C, "_storage_Use_Count"):
+        return like.new_empty(numel)
+    with _pool_lock:
+        fits = [
+            (buffer.numel(), i)
+            for i, (buffer, free_count) in enumerate(_pool)
+            if buffer.dtype == like.dtype
+            and numel <= buffer.numel() <= 2 * numel
+            and _use_count(buffer) == free_count
+        ]
+        if fits:
+            entry = _pool.pop(min(fits)[1])
+        else:
+            buffer = like.new_empty(numel)
+            entry = (buffer, _use_count(buffer))
+        _pool.append(entry)  # most recently used last
+        while len(_pool) > 1 and (
+            len(_pool) > POOL_SIZE or sum(b.numel() * b.element_size() for b, _ in _pool) > POOL_MAX_BYTES
+        ):
+            del _pool[0]
+        return entry[0][:numel]
+
+
+def _carve(like: Tensor, shapes: list[tuple[int, ...]]) -> list[Tensor]:
+    """Contiguous uninitialised tensors of these shapes, views of one pooled buffer (see :func:`_take`)."""
+    sizes = [math.prod(shape) for shape in shapes]
+    flat = _take(sum(sizes), like)
+    offsets = itertools.accumulate(sizes, initial=0)
+    return [flat[o : o + n].view(shape) for o, n, shape in zip(offsets, sizes, shapes)]
+
+
+def release_buffers() -> None:
+    """Drop the pooled buffers (those still in use are freed when their last view goes)."""
+    with _pool_lock:
+        _pool.clear()
 
 
 @functools.cache
@@ -105,12 +172,30 @@ def _forward(config, x, w_ih, w_hh, b_gates, w_i, b_i, state, resets: dict[int, 
     hbuf = x.new_empty(steps + 1, batch, hsize)
     cbuf = x.new_empty(steps + 1, batch, hsize)
     rbuf = x.new_empty(steps + 1, batch, r * w)
+    # the per-step states the steps write, except the last step's (outputs): with backward all kept (the
+    # memory M_t only at odd steps), without it two ping-pong slots; with the gates, the interface vectors
+    # and the kept norms, views of one pooled buffer (see _take). The even steps' M_t (not kept) go to a
+    # scratch buffer of its own, free again when the forward returns (the backward rebuilds into it).
+    last = steps - 1
+    slots = last if keep else min(last, 2)
+    memory_slots = last // 2 if keep else slots
+    keep_aux = keep and KEEP_AUX
+    aux_size = native.aux_size(config)
+    shapes = [(steps, batch, 4 * hsize), (steps, batch, vsize), (memory_slots, *memory.shape)]
+    shapes += [(slots, *f.shape) for f in (usage, rw, ww)]
+    shapes += [(slots, *f.shape) for f in (link, prec)] if links else []
+    shapes += [(steps, batch, aux_size)] if keep_aux else []
+    gates, vecs, memory_buf, *step_bufs = _carve(x, shapes)
+    memory_s = memory_buf.unbind(0)
+    scratch = _carve(x, [tuple(memory.shape)])[0] if keep and last > 0 else None
+    usage_s, rw_s, ww_s = (f.unbind(0) for f in step_bufs[:3])
+    link_s, prec_s = (f.unbind(0) for f in step_bufs[3:5]) if links else ((), ())
+    aux_s = step_bufs[-1].unbind(0) if keep_aux else None
     # the input part of the gates (b + W_x x_t) for all steps at once, and the interface bias, written
     # where the steps then add their products in place (an addmm with out= would copy them per step)
-    gates = x.new_empty(steps, batch, 4 * hsize)
     x_tm = x.transpose(0, 1).reshape(steps * batch, in_size)
     torch.addmm(b_gates, x_tm, w_ih[:, :in_size].t(), out=gates.view(steps * batch, 4 * hsize))
-    vecs = x.new_empty(steps, batch, vsize).copy_(b_i)
+    vecs.copy_(b_i)
     hbuf[0], cbuf[0], rbuf[0] = h, c, reads.reshape(batch, r * w)
     threads = native.num_threads()
     cfg = native._config(config, batch, vsize, threads)
@@ -119,7 +204,6 @@ def _forward(config, x, w_ih, w_hh, b_gates, w_i, b_i, state, resets: dict[int, 
     gates_s, vecs_s = gates.unbind(0), vecs.unbind(0)
     h_s, c_s, r_s = hbuf.unbind(0), cbuf.unbind(0), rbuf.unbind(0)
     gates_a, vecs_a, h_a, c_a, r_a = (_addresses(f) for f in (gates, vecs, hbuf, cbuf, rbuf))
-    aux_size = native.aux_size(config)
     step_inputs: list[tuple] = []
     reset_inputs: dict[int, tuple[Tensor, Tensor, Tensor]] = {}  # (h, c, r) entering a reset step
     for t in _steps(range(steps), threads, batch):
@@ -136,11 +220,17 @@ def _forward(config, x, w_ih, w_hh, b_gates, w_i, b_i, state, resets: dict[int, 
         c_in_a = ptr(c_in) if t in resets else c_a[t]
         kernels.lstm_forward(batch, hsize, gates_a[t], c_in_a, h_a[t + 1], c_a[t + 1], threads)
         vecs_s[t].addmm_(h_s[t + 1], w_i_t)
-        new_memory, new_usage = torch.empty_like(memory), torch.empty_like(usage)
-        new_link = torch.empty_like(link) if links else link
-        new_prec = torch.empty_like(prec) if links else prec
-        new_rw, new_ww = torch.empty_like(rw), torch.empty_like(ww)
-        aux = x.new_empty(batch, aux_size) if keep and KEEP_AUX else None  # norms, similarities, order
+        if t == last:  # the final state: new tensors (outputs)
+            new_memory, new_usage = torch.empty_like(memory), torch.empty_like(usage)
+            new_link = torch.empty_like(link) if links else link
+            new_prec = torch.empty_like(prec) if links else prec
+            new_rw, new_ww = torch.empty_like(rw), torch.empty_like(ww)
+        else:
+            k = t if keep else t % 2
+            new_memory = (memory_s[t // 2] if t % 2 else scratch) if keep else memory_s[k]
+            new_usage, new_rw, new_ww = usage_s[k], rw_s[k], ww_s[k]
+            new_link, new_prec = (link_s[k], prec_s[k]) if links else (link, prec)
+        aux = aux_s[t] if keep_aux else None  # norms, similarities, order
         kernels.access_forward(
             cfg,
             vecs_a[t],
@@ -269,8 +359,10 @@ def _backward(config, resets, buffers, x, w_ih, w_hh, w_i, state, grads, need_x:
     g_hid_tm = g_hiddens.transpose(0, 1)
     g_reads_tm = g_reads.transpose(0, 1)
     g_r = g_r.reshape(batch, r * w)
-    g_gates = x.new_empty(steps, batch, 4 * hsize)
-    g_vecs = x.new_empty(steps, batch, vsize)
+    # dgates and dvecs: views of one pooled buffer (see _take); the scratch memory into which the odd
+    # steps' M_{t-1} is rebuilt (dead after the step before it): the forward's scratch buffer, as a rule
+    g_gates, g_vecs = _carve(x, [(steps, batch, 4 * hsize), (steps, batch, vsize)])
+    rebuilt = _carve(x, [tuple(next_memory.shape)])[0] if steps > 1 else None
     threads = native.num_threads()
     cfg = native._config(config, batch, vsize, threads)
     ptr = native._ptr
@@ -295,7 +387,7 @@ def _backward(config, resets, buffers, x, w_ih, w_hh, w_i, state, grads, need_x:
     for t in _steps(range(steps - 1, -1, -1), threads, batch):
         kept_memory, usage, link, prec, rw, ww, new_rw, aux = step_inputs[t]
         if kept_memory is None:  # rebuild M_{t-1} from M_{t-2} (kept) and step t-1's write
-            kept_memory = torch.empty_like(step_inputs[t - 1][0])
+            kept_memory = rebuilt
             kernels.erase_write(cfg, vecs_a[t - 1], ptr(step_inputs[t - 1][0]), ptr(ww), ptr(kept_memory))
         torch.add(g_reads_s[t], g_r, out=g_reads_t)
         outs = [

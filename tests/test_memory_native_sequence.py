@@ -1,0 +1,182 @@
+"""The native DNC recurrence's pooled buffers (memagent.memory.native.sequence): the per-step states kept
+for backward, the gates and the gradient buffers are views of pooled flat buffers, reused only once
+nothing refers to them; the numbers equal those of fresh buffers bit for bit."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from memagent import cbuild
+from memagent.memory import DNC, MemoryConfig
+from memagent.memory.native import sequence
+
+if cbuild.find_compiler() is None:  # pragma: no cover - only where no C compiler exists
+    pytest.skip("no C compiler (cc, gcc, clang): the native kernel cannot be built", allow_module_level=True)
+
+F64 = torch.float64
+
+
+@pytest.fixture(autouse=True)
+def _native(monkeypatch):
+    """The native path, with the small test sizes pooled too (POOL_MIN_BYTES = 0)."""
+    monkeypatch.setenv("MEMAGENT_NATIVE", "1")
+    monkeypatch.setattr(sequence, "POOL_MIN_BYTES", 0)
+    sequence.release_buffers()
+    yield
+    sequence.release_buffers()
+
+
+def make_case(links: bool = True, batch: int = 3, steps: int = 5, seed: int = 0, dtype=F64):
+    cfg = MemoryConfig(memory_size=6, word_size=4, num_read_heads=2, temporal_links=links)
+    torch.manual_seed(seed)
+    model = DNC(3, 8, 2, cfg).to(dtype)
+    g = torch.Generator().manual_seed(seed + 1)
+    x = torch.randn(batch, steps, 3, generator=g, dtype=dtype)
+    starts = torch.rand(batch, steps, generator=g) < 0.3
+    return model, x, starts
+
+
+def run(model, x, starts=None, grad: bool = True) -> list[torch.Tensor]:
+    """Outputs, final state and (with grad) the gradients of x, of the initial state and the parameters."""
+    model.zero_grad(set_to_none=True)
+    if not grad:
+        with torch.no_grad():
+            y, state = model(x, episode_starts=starts)
+        return [y, *state]
+    x = x.clone().requires_grad_(True)
+    init = [f.clone().requires_grad_(True) for f in model.initial_state(x.shape[0], dtype=x.dtype)]
+    y, state = model(x, state=type(model.initial_state(1))(*init), episode_starts=starts)
+    weights = torch.Generator().manual_seed(7)
+    loss = (y * torch.randn(y.shape, generator=weights, dtype=y.dtype)).sum()
+    loss = loss + sum((f * torch.randn(f.shape, generator=weights, dtype=f.dtype)).sum() for f in state)
+    loss.backward()
+    grads = [x.grad, *(f.grad for f in init), *(p.grad for p in model.parameters())]
+    return [y.detach(), *(f.detach() for f in state), *grads]
+
+
+def assert_equal(a: list, b: list) -> None:
+    assert len(a) == len(b)
+    for u, v in zip(a, b):
+        assert (u is None and v is None) or torch.equal(u, v)
+
+
+@pytest.mark.parametrize("links", [True, False], ids=["links", "no-links"])
+@pytest.mark.parametrize("steps", [1, 2, 3, 4, 7])
+@pytest.mark.parametrize("dtype", [F64, torch.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("resets", [False, True], ids=["", "resets"])
+def test_pooled_buffers_give_the_numbers_of_fresh_buffers(links, steps, dtype, resets, monkeypatch):
+    """Pooled (first call: new, second and third: reused) and unpooled buffers (POOL_MAX_BYTES = 0), with
+    and without backward: values and gradients bit for bit (every slot layout: T = 1 has none, even and
+    odd T, the scratch slot of the memory)."""
+    model, x, starts = make_case(links, steps=steps, dtype=dtype)
+    starts = starts if resets else None
+    for grad in (True, False):
+        pooled = [run(model, x, starts, grad) for _ in range(3)]
+        limit = sequence.POOL_MAX_BYTES
+        monkeypatch.setattr(sequence, "POOL_MAX_BYTES", 0)
+        fresh = run(model, x, starts, grad)
+        monkeypatch.setattr(sequence, "POOL_MAX_BYTES", limit)
+        for result in pooled:
+            assert_equal(result, fresh)
+
+
+def test_buffers_of_a_live_graph_are_not_reused():
+    """Several graphs alive at once (each keeps its buffers until freed), backward in another order than
+    the forwards, one of them twice (retain_graph): the gradients of each run alone."""
+    model, x, starts = make_case()
+    inputs = [x, x.flip(1) * 0.5, x + 1.0]
+    alone = [run(model, xi, starts) for xi in inputs]
+    sequence.release_buffers()
+    graphs = []
+    for xi in inputs:
+        xi = xi.clone().requires_grad_(True)
+        y, state = model(xi, episode_starts=starts)
+        graphs.append((xi, y, state))
+    assert len(sequence._pool) == len(inputs) + 1  # a buffer per live graph, one scratch buffer
+    n = len(graphs[0][2])
+    for k in (2, 0, 1):
+        xi, y, state = graphs[k]
+        weights = torch.Generator().manual_seed(7)
+        loss = (y * torch.randn(y.shape, generator=weights, dtype=y.dtype)).sum()
+        loss = loss + sum((f * torch.randn(f.shape, generator=weights, dtype=f.dtype)).sum() for f in state)
+        for _ in range(2 if k == 0 else 1):
+            xi.grad = None
+            model.zero_grad(set_to_none=True)
+            loss.backward(retain_graph=k == 0)
+            assert torch.equal(xi.grad, alone[k][1 + n])
+            for p, e in zip(model.parameters(), alone[k][2 + 2 * n :]):
+                assert torch.equal(p.grad, e)
+            run(model, inputs[1], starts)  # another train step in between reuses only free buffers
+
+
+def test_free_buffers_are_reused_and_outputs_are_not_pooled():
+    """Train steps in a row reuse the same three pooled buffers (the forward's, the backward's, the scratch
+    memory of both); no output lies in a pooled buffer (an output kept by the caller would otherwise be
+    overwritten)."""
+    model, x, starts = make_case(steps=6)
+    run(model, x, starts)
+    buffers = [buffer.data_ptr() for buffer, _ in sequence._pool]
+    assert len(buffers) == 3
+    kept = [run(model, x, starts) for _ in range(3)]
+    assert [buffer.data_ptr() for buffer, _ in sequence._pool] == buffers
+    for result in kept[1:]:
+        assert_equal(result, kept[0])
+    y, state = model(x, episode_starts=starts)
+    spans = [(b.data_ptr(), b.data_ptr() + b.numel() * b.element_size()) for b, _ in sequence._pool]
+    for f in (y, *state):
+        if f.numel():
+            assert not any(lo <= f.data_ptr() < hi for lo, hi in spans)
+
+
+def test_pool_size_is_bounded_and_release_empties_it(monkeypatch):
+    monkeypatch.setattr(sequence, "POOL_SIZE", 3)
+    model, x, _ = make_case()
+    for steps in range(2, 8):  # a new size every call: new buffers, the free ones dropped beyond 3
+        run(model, x[:, :steps])
+        assert len(sequence._pool) <= 3
+    sequence.release_buffers()
+    assert not sequence._pool
+    monkeypatch.setattr(sequence, "POOL_MAX_BYTES", 0)
+    run(model, x)
+    assert not sequence._pool
+
+
+def test_a_shorter_sequence_reuses_a_larger_free_buffer_and_the_pool_bytes_are_bounded(monkeypatch):
+    """A free buffer of up to twice the size needed is reused (its first part), with the numbers of fresh
+    buffers; the pool holds at most POOL_MAX_BYTES (older buffers leave it, those in use stay valid)."""
+    model, x, starts = make_case(steps=8)
+    run(model, x, starts)
+    sizes = sorted(b.numel() for b, _ in sequence._pool)
+    pooled = run(model, x[:, :6], starts[:, :6])
+    assert sorted(b.numel() for b, _ in sequence._pool) == sizes  # reused, none added
+    limit = sequence.POOL_MAX_BYTES
+    monkeypatch.setattr(sequence, "POOL_MAX_BYTES", 0)
+    assert_equal(pooled, run(model, x[:, :6], starts[:, :6]))
+    monkeypatch.setattr(sequence, "POOL_MAX_BYTES", limit)
+    sequence.release_buffers()
+    y, state = model(x, episode_starts=starts)  # a live graph while the pool is cut down below
+    largest = max(b.numel() * b.element_size() for b, _ in sequence._pool)
+    monkeypatch.setattr(sequence, "POOL_MAX_BYTES", largest)
+    for steps in (3, 5, 7, 2):
+        run(model, x[:, :steps], starts[:, :steps])
+        assert sum(b.numel() * b.element_size() for b, _ in sequence._pool) <= largest
+    monkeypatch.setattr(sequence, "POOL_MAX_BYTES", limit)
+    model.zero_grad(set_to_none=True)
+    (y.sum() + state.memory.sum()).backward()  # the graph's buffers, out of the pool now, still valid
+    expected = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad(set_to_none=True)
+    y, state = model(x, episode_starts=starts)
+    (y.sum() + state.memory.sum()).backward()
+    for p, e in zip(model.parameters(), expected):
+        assert torch.equal(p.grad, e)
+
+
+def test_small_buffers_are_not_pooled(monkeypatch):
+    monkeypatch.setattr(sequence, "POOL_MIN_BYTES", 64 << 10)
+    model, x, starts = make_case()
+    pooled = run(model, x, starts)
+    assert not sequence._pool
+    monkeypatch.setattr(sequence, "POOL_MIN_BYTES", 0)
+    assert_equal(pooled, run(model, x, starts))
+    assert sequence._pool
