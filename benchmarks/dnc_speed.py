@@ -102,9 +102,13 @@ def activation_bytes(model: nn.Module, x: torch.Tensor) -> int:
     autograd saves; unlike a ``saved_tensors_hooks`` count it also sees what checkpointing keeps.)"""
     from torch.profiler import ProfilerActivity, profile
 
+    from memagent.memory.native import sequence
+
     gc.collect()
+    sequence.release_buffers()  # a forward must not count reused pool buffers as free ...
     with native_switch(model), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         y = model(x)
+        sequence.release_buffers()  # ... nor a pooled buffer it no longer needs (freed here) as kept
     net = sum(event.self_cpu_memory_usage for event in prof.events())
     return net - y.untyped_storage().nbytes()
 
