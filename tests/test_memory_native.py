@@ -232,19 +232,25 @@ def test_build_is_cached_per_source_and_atomic(tmp_path, monkeypatch):
 
 
 def test_portable_build_without_march_native(tmp_path, monkeypatch):
-    """The fallback build (no -march=native) compiles and computes the same step."""
+    """The fallback build (no -march=native; also the lane shuffles older GCC needs, forced by
+    MEMAGENT_GCC_SHUFFLE) compiles and computes the same step, values and gradients, at sizes that take
+    the blocked paths (N, W multiples of 16) and at sizes that do not."""
     import ctypes
 
     monkeypatch.setenv("MEMAGENT_CACHE_DIR", str(tmp_path))
     portable = cbuild.portable_flags(native._FLAGS)
     assert "-march=native" in native._FLAGS and "-march=native" not in portable
-    kernels = native._bind(ctypes.CDLL(str(cbuild.compile_library(native._SOURCE, portable))))
-    cfg = MemoryConfig(memory_size=7, word_size=5, num_read_heads=3)
-    vector, state = random_step(cfg)
-    expected = native.access_forward(cfg, vector, *state)
-    monkeypatch.setitem(native._STATE, "functions", kernels)
-    for a, e in zip(native.access_forward(cfg, vector, *state), expected):
-        torch.testing.assert_close(a, e, rtol=1e-12, atol=1e-13)
+    library = cbuild.compile_library(native._SOURCE, [*portable, "-DMEMAGENT_GCC_SHUFFLE"])
+    kernels = native._bind(ctypes.CDLL(str(library)))
+    for n, w, r in [(16, 16, 3), (7, 5, 3)]:
+        cfg = MemoryConfig(memory_size=n, word_size=w, num_read_heads=r)
+        vector, state = random_step(cfg)
+        values_e, grads_e = step_values_and_grads(cfg, vector, state, True, monkeypatch)
+        with monkeypatch.context() as m:
+            m.setitem(native._STATE, "functions", kernels)
+            values, grads = step_values_and_grads(cfg, vector, state, True, m)
+        for a, e in zip([*values, *grads], [*values_e, *grads_e]):
+            torch.testing.assert_close(a, e, rtol=1e-12, atol=1e-13)
 
 
 # ---- the batch-loop thread pool

@@ -636,6 +636,19 @@ static void FN(link_row_backward_any)(int N, int i, const real *lrow, const real
  * sums are split across the lanes. The 8-lane vector type and its helpers serve the blocked link
  * backward below too. */
 typedef real FN(v8) __attribute__((vector_size(8 * sizeof(real))));
+typedef __typeof__(__builtin_choose_expr(sizeof(real) == 4, (int32_t)0, (int64_t)0)) FN(rint);
+typedef FN(rint) FN(iv8) __attribute__((vector_size(8 * sizeof(real)))); /* a comparison's lanes */
+
+/* lanes of (a, b) picked by index (0-7: a, 8-15: b): clang and GCC >= 12 have __builtin_shufflevector,
+ * older GCC (e.g. 11, Ubuntu 22.04's) only __builtin_shuffle with an integer mask vector (forced by
+ * -DMEMAGENT_GCC_SHUFFLE, for the tests) */
+#ifndef SHUF8
+#if !defined(MEMAGENT_GCC_SHUFFLE) && (defined(__clang__) || __GNUC__ >= 12)
+#define SHUF8(a, b, ...) __builtin_shufflevector(a, b, __VA_ARGS__)
+#else
+#define SHUF8(a, b, ...) __builtin_shuffle(a, b, (FN(iv8)){__VA_ARGS__})
+#endif
+#endif
 
 static inline FN(v8) FN(ld8)(const real *x) {
     FN(v8) v;
@@ -914,21 +927,21 @@ static inline __attribute__((always_inline)) void FN(memory_row_backward_r)(
 /* The sums of 8 vectors at once: out[k] = sum of the lanes of v[k] (a transpose-and-add tree: 21 shuffles
  * and adds for 8 sums instead of 8 separate horizontal sums). */
 static inline FN(v8) FN(reduce8)(const FN(v8) *v) {
-#define LO(a, b) __builtin_shufflevector(a, b, 0, 8, 2, 10, 4, 12, 6, 14)
-#define HI(a, b) __builtin_shufflevector(a, b, 1, 9, 3, 11, 5, 13, 7, 15)
+#define LO(a, b) SHUF8(a, b, 0, 8, 2, 10, 4, 12, 6, 14)
+#define HI(a, b) SHUF8(a, b, 1, 9, 3, 11, 5, 13, 7, 15)
     const FN(v8) s0 = LO(v[0], v[1]) + HI(v[0], v[1]), s1 = LO(v[2], v[3]) + HI(v[2], v[3]);
     const FN(v8) s2 = LO(v[4], v[5]) + HI(v[4], v[5]), s3 = LO(v[6], v[7]) + HI(v[6], v[7]);
 #undef LO
 #undef HI
     /* s0 = [a01 b01 a23 b23 a45 b45 a67 b67] (a = v[0], b = v[1]) */
-#define LO(a, b) __builtin_shufflevector(a, b, 0, 1, 8, 9, 4, 5, 12, 13)
-#define HI(a, b) __builtin_shufflevector(a, b, 2, 3, 10, 11, 6, 7, 14, 15)
+#define LO(a, b) SHUF8(a, b, 0, 1, 8, 9, 4, 5, 12, 13)
+#define HI(a, b) SHUF8(a, b, 2, 3, 10, 11, 6, 7, 14, 15)
     const FN(v8) t0 = LO(s0, s1) + HI(s0, s1), t1 = LO(s2, s3) + HI(s2, s3);
 #undef LO
 #undef HI
     /* t0 = [a0123 b0123 c0123 d0123 a4567 b4567 c4567 d4567] */
-    return __builtin_shufflevector(t0, t1, 0, 1, 2, 3, 8, 9, 10, 11) +
-           __builtin_shufflevector(t0, t1, 4, 5, 6, 7, 12, 13, 14, 15);
+    return SHUF8(t0, t1, 0, 1, 2, 3, 8, 9, 10, 11) +
+           SHUF8(t0, t1, 4, 5, 6, 7, 12, 13, 14, 15);
 }
 
 /* d reads -> d w^r_t: out[r, n] = add[r, n] + M_t[n, :] . dr_r, 8 rows n at a time (N and W multiples of 8):
@@ -1133,8 +1146,6 @@ static inline __attribute__((always_inline)) void FN(write_read_dots_r)(
 /* The ascending stable order of s (N a multiple of 8): rank n = #{m: s_m < s_n} + #{m < n: s_m == s_n},
  * order[rank n] = n; vectorised over 16 (then 8) n at a time against one broadcast s_m: for m before an
  * n-block s_m <= s_n counts, after it s_m < s_n, inside it the full test. */
-typedef __typeof__(__builtin_choose_expr(sizeof(real) == 4, (int32_t)0, (int64_t)0)) FN(rint);
-typedef FN(rint) FN(iv8) __attribute__((vector_size(8 * sizeof(real)))); /* a comparison's lanes */
 
 static void FN(rank_order_blocked)(int N, const real *restrict s, int *restrict order) {
     int n0 = 0;
