@@ -147,6 +147,20 @@ ms every 200 steps, ≈ 13–17 µs a step (by `perf`: Box–Muller ≈ 30 %, PC
 Python and the rest ≈ 15 %). **30× is still not reached** with default infos: it needs ≈ 36 µs a
 step, and the info dicts alone are ≈ 20. The AVX-512 width was re-checked on the whole step loop (episode
 builds included): 256-bit vectors × 1.016 the time of 512-bit ones, so 512 stays.
+**Fifth round: the info dicts in C, prototyped and measured, not kept** (session 5, 2026-11-29 01:03 UTC,
+idle VM in a slow phase: `uptime` load 0.01; 64 envs; `timeit`, best of 7 × 2,000 calls, one process). A
+CPython extension (`METH_FASTCALL`, interned keys, `_PyDict_NewPresized`, rows through numpy's C API
+`PyArray_NewFromDescr` + `PyArray_SetBaseObject`) building exactly the default infos took 30–38 µs a step
+against 47–55 µs for the comprehension above; without the `target` rows 14.5–15.6 µs, so a row view costs
+≈ 0.25 µs in C as in Python (`list(ys[t])`: 15 µs), and a 4-entry dict ≈ 0.23 µs. The rest of a batched
+step in the same session: the stepper 14 µs, Python glue ≈ 6 µs, the episode build 4.95 ms every 200
+steps (≈ 25 µs a step: PCG64 words 1.45 ms, Box–Muller and targets 3.07 ms). With DummyVecEnv at ≈ 1.93 ms
+per 64 env-steps (table above), 30× allows ≈ 64 µs a step; C-built infos would bring the step to ≈ 80 µs,
+≈ 24×. Not kept: a per-interpreter CPython build (Python.h and numpy's headers at first use) for ≈ 20 % of
+a step that still leaves 30× out of reach. **With SB3's list of per-env info dicts, the full `info` costs
+≈ 0.5–0.8 µs per env-step against a total budget of ≈ 1 µs per env-step (the single env under DummyVecEnv
+takes ≈ 30 µs): 30× needs either fewer info entries (`info_keys`, measured 32× with none) or a target
+measured against something other than the full per-env `info`.**
 """
 
 
