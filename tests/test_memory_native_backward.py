@@ -27,6 +27,9 @@ F64 = torch.float64
         (24, 12, 2),  # W not a multiple of 8: memory rows one by one, read dots per row
         (20, 8, 4),  # N not a multiple of 8: plain link rows, read dots per row
         (16, 16, 9),  # R > 8: the generic link and memory rows, blocked read dots
+        (16, 32, 4),  # memory pass: 4 column blocks per pass (one pass)
+        (16, 32, 6),  # memory pass: R > 4, 1 column block per pass (four passes, d w partial sums)
+        (16, 24, 2),  # memory pass: 1 column block per pass (three passes)
     ],
 )
 @pytest.mark.parametrize("case", ["random", "ties"])
@@ -46,6 +49,8 @@ def test_backward_paths_float64(n, w, r, case, monkeypatch):
         (24, 16, 3),  # plain link rows in float32 (N not a multiple of 16), 16-lane memory pass
         (16, 24, 2),  # memory rows one by one (W not a multiple of 16), blocked read dots
         (12, 8, 5),  # plain link rows, read dots per row
+        (16, 64, 4),  # memory pass: 4 column blocks per pass
+        (16, 48, 2),  # memory pass: 1 column block per pass (three passes)
     ],
 )
 def test_backward_paths_float32(n, w, r, monkeypatch):
