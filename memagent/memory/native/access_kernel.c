@@ -961,7 +961,10 @@ static inline FN(v8) FN(reduce8)(const FN(v8) *v) {
 static void FN(read_dots_blocked)(int N, int W, int R, const real *restrict Mt, const real *restrict gR,
                                   const real *restrict add, real *restrict out) {
     const int nb = W / 8;
-    for (int n = 0; n < N; n += 8)
+    for (int n = 0; n < N; n += 8) {
+        if (n + 8 < N) /* the next 8 rows into L1 (they come from L2: M_t was fetched during the last link pass) */
+            for (size_t b = 0; b < 8 * (size_t)W * sizeof(real); b += 64)
+                __builtin_prefetch((const char *)(Mt + (size_t)(n + 8) * W) + b, 0, 3);
         for (int r = 0; r < R; ++r) {
             const real *m = Mt + (size_t)n * W, *k = gR + r * W;
             FN(v8) acc[8];
@@ -972,6 +975,7 @@ static void FN(read_dots_blocked)(int N, int W, int R, const real *restrict Mt, 
             }
             FN(st8)(out + r * N + n, FN(ld8)(add + r * N + n) + FN(reduce8)(acc));
         }
+    }
 }
 
 /* d w^r_t = (d w^r_t from the next step) + M_t d reads^T, (R, N) */
@@ -993,7 +997,7 @@ static void FN(read_dots_backward)(int N, int W, int R, const real *Mt, const re
 /* The memory rows' backward (the same quantities as memory_row_backward_r for every row n) in passes over
  * CB column blocks of LZ lanes (W a multiple of LZ, R <= 8): for the pass's columns the heads' d reads dr_r
  * and keys k_r, their gradients dk_r, d e, d v, e and v stay in registers (or L1) while the rows stream by:
- *   dM_t[n] = dM_t^in[n] + sc_n M_t[n] + sum_r (w^r_t[r, n] dr_r + gdot[n, r] k_r),  dk_r += gdot[n, r] M_t[n],
+ *   dM_t[n] = dM_t^in[n] + sc_n M_t[n] + sum_r (w^r_t[r, n] dr_r + gdot[r, n] k_r),  dk_r += gdot[r, n] M_t[n],
  *   d w[n] = dM_t[n] . (v - M[n] o e),  d e -= w_n dM_t[n] o M[n],  d v += w_n dM_t[n],
  *   dM[n] = dM_t[n] o (1 - w_n e).
  * CB = MEM_CB blocks a pass where R <= MEM_CB_R and they divide W / LZ (W = 64 floats: one pass, each row's
@@ -1046,7 +1050,7 @@ static inline __attribute__((always_inline)) void FN(memory_backward_blocked_r)(
                 gm[c] = FN(ldz)(gi + n * gi_stride + o + LZ * c) + xt[c] * sc[n];
             }
             for (int r = 0; r < R; ++r) {
-                const real g = gdot[n * R + r], a = an[r * N + n];
+                const real g = gdot[r * N + n], a = an[r * N + n];
                 for (int c = 0; c < CB; ++c) {
                     gm[c] += a * GR[r][c] + g * K[r][c];
                     GK[r][c] += g * xt[c];
@@ -1760,13 +1764,18 @@ static void FN(access_backward_chunk)(const void *job, int s0, int s1) {
             real *gl = k.grc + r * N;
             FN(softmax_backward)(k.rc + r * N, gl, N);
             g_rstr[r] = FN(dot)(gl, k.rsim + r * N, N);
+            /* d dot / denom, in place of gl ((R, N): a vectorised pass; the row loop takes it transposed) */
             real gkn = 0;
+            const real str = k.strength[r], kn = k.knorm[r];
+            const real *restrict rsim = k.rsim + r * N, *restrict rnorm = k.rnorm;
+            real *restrict gmn = k.gmn, *restrict gdr = gl;
+#pragma omp simd reduction(+ : gkn)
             for (int n = 0; n < N; ++n) {
-                const real gd = gl[n] * k.strength[r] / (k.knorm[r] * k.rnorm[n] + eps);
-                const real gden = -gd * k.rsim[r * N + n];
-                k.gdot[n * R + r] = gd; /* (N, R): one row per memory slot */
-                gkn += gden * k.rnorm[n];
-                k.gmn[n] += gden * k.knorm[r];
+                const real gd = gdr[n] * str / (kn * rnorm[n] + eps);
+                const real gden = -gd * rsim[n];
+                gdr[n] = gd;
+                gkn += gden * rnorm[n];
+                gmn[n] += gden * kn;
             }
             const real sc = gkn / k.knorm[r];
             for (int j = 0; j < W; ++j) gv[r * W + j] = v[r * W + j] * sc;
@@ -1779,7 +1788,7 @@ static void FN(access_backward_chunk)(const void *job, int s0, int s1) {
         if (W % LZ == 0 && R <= 8) {
             for (int n = 0; n < N; ++n) k.msc[n] = k.gmn[n] / k.rnorm[n];
 #define CALLC(RR, CB)                                                                                        \
-    FN(memory_backward_blocked_r)(N, W, Ms, Mt_s, gMts ? gMts : k.zero, gMts ? (size_t)W : 0, gR, v, rwt_s, k.gdot, \
+    FN(memory_backward_blocked_r)(N, W, Ms, Mt_s, gMts ? gMts : k.zero, gMts ? (size_t)W : 0, gR, v, rwt_s, k.grc,  \
                                   k.msc, w, erase, wv, gv, g_e, g_v, gMs, k.gwp, k.gwn, RR, CB)
 #if MEM_CB > 1
 #define CALL(RR)                                           \
@@ -1799,6 +1808,8 @@ static void FN(access_backward_chunk)(const void *job, int s0, int s1) {
         } else {
             real a_n[64];
             real *an = R <= 64 ? a_n : (real *)malloc(sizeof(real) * R);
+            for (int r = 0; r < R; ++r)
+                for (int n = 0; n < N; ++n) k.gdot[n * R + r] = k.grc[r * N + n]; /* (N, R): a row per slot */
             for (int n = 0; n < N; ++n) {
                 const real *m = Ms + (size_t)n * W, *mt = Mt_s + (size_t)n * W, *gi = gMts ? gMts + (size_t)n * W : k.zero;
                 real *gmo = gMs + (size_t)n * W;
