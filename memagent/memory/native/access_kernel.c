@@ -792,6 +792,18 @@ static inline void prefetch_slice(const prefetch_plan *pf, int i, int n) {
         for (size_t b = lo & ~(size_t)63; b < hi; b += 64) __builtin_prefetch(pf->at[k] + b, 0, 2);
     }
 }
+
+/* Subnormal numbers flushed to zero and read as zero (x86-64: MXCSR FTZ | DAZ) until fp_set(&returned):
+ * the backward's usage and allocation chains carry gradients that decay below FLT_MIN (about 7% of d u
+ * and d w^w at the benchmark's size), and every operation on a subnormal costs a ~100-cycle assist. The
+ * results change only by amounts below the smallest normal number. Elsewhere: nothing changes. */
+static inline fpstate_t flush_subnormals(void) {
+    const fpstate_t in = fp_get();
+#if defined(__x86_64__)
+    __builtin_ia32_ldmxcsr(__builtin_ia32_stmxcsr() | 0x8040u);
+#endif
+    return in;
+}
 #endif
 
 /* ---- blocked link backward (N a multiple of LZ, R <= 8): the per-column quantities of all heads are
@@ -949,7 +961,10 @@ static inline FN(v8) FN(reduce8)(const FN(v8) *v) {
 static void FN(read_dots_blocked)(int N, int W, int R, const real *restrict Mt, const real *restrict gR,
                                   const real *restrict add, real *restrict out) {
     const int nb = W / 8;
-    for (int n = 0; n < N; n += 8)
+    for (int n = 0; n < N; n += 8) {
+        if (n + 8 < N) /* the next 8 rows into L1 (they come from L2: M_t was fetched during the last link pass) */
+            for (size_t b = 0; b < 8 * (size_t)W * sizeof(real); b += 64)
+                __builtin_prefetch((const char *)(Mt + (size_t)(n + 8) * W) + b, 0, 3);
         for (int r = 0; r < R; ++r) {
             const real *m = Mt + (size_t)n * W, *k = gR + r * W;
             FN(v8) acc[8];
@@ -960,6 +975,7 @@ static void FN(read_dots_blocked)(int N, int W, int R, const real *restrict Mt, 
             }
             FN(st8)(out + r * N + n, FN(ld8)(add + r * N + n) + FN(reduce8)(acc));
         }
+    }
 }
 
 /* d w^r_t = (d w^r_t from the next step) + M_t d reads^T, (R, N) */
@@ -978,52 +994,90 @@ static void FN(read_dots_backward)(int N, int W, int R, const real *Mt, const re
     if (d != dots) free(d);
 }
 
-/* The memory rows' backward (the same quantities as memory_row_backward_r for every row n) in column
- * blocks of 8 (W a multiple of 8, R <= 8): for one block the heads' d reads dr_r and keys k_r, their
- * gradients dk_r, d e, d v, e and v stay in registers while the rows stream by:
- *   dM_t[n] = dM_t^in[n] + sc_n M_t[n] + sum_r (w^r_t[r, n] dr_r + gdot[n, r] k_r),  dk_r += gdot[n, r] M_t[n],
+/* The memory rows' backward (the same quantities as memory_row_backward_r for every row n) in passes over
+ * CB column blocks of LZ lanes (W a multiple of LZ, R <= 8): for the pass's columns the heads' d reads dr_r
+ * and keys k_r, their gradients dk_r, d e, d v, e and v stay in registers (or L1) while the rows stream by:
+ *   dM_t[n] = dM_t^in[n] + sc_n M_t[n] + sum_r (w^r_t[r, n] dr_r + gdot[r, n] k_r),  dk_r += gdot[r, n] M_t[n],
  *   d w[n] = dM_t[n] . (v - M[n] o e),  d e -= w_n dM_t[n] o M[n],  d v += w_n dM_t[n],
  *   dM[n] = dM_t[n] o (1 - w_n e).
+ * CB = MEM_CB blocks a pass where R <= MEM_CB_R and they divide W / LZ (W = 64 floats: one pass, each row's
+ * 256 bytes read once, in order, rows MEM_PF ahead prefetched into L1; one block a pass made four strided
+ * passes over M, M_t and dM_t, which do not fit L1 together, and waited on L2 for every row: with the prefetch 0.92x a call).
  * gi (the incoming dM_t, row stride gi_stride: 0 for an all-zero row) may be the same buffer as gmo. gwp: N
- * vectors of partial sums of d w[n] (scratch, 8 N values); gwn (N) the result. */
+ * vectors of partial sums of d w[n] when more than one pass (scratch, LZ N values); gwn (N) the result. */
+#ifndef MEM_PF
+#define MEM_PF 8 /* rows ahead */
+#endif
+#ifndef MEM_CB
+#if defined(__AVX512F__) /* 32 vector registers: the 4 R + 8 accumulators dk_r, d e, d v stay in them */
+#define MEM_CB 4   /* column blocks a pass where R <= MEM_CB_R and they divide W / LZ; else 1 */
+#define MEM_CB_R 4
+#else /* fewer registers (and 64-byte vectors split in 2 or 4): one block a pass, as many instantiations */
+#define MEM_CB 1
+#define MEM_CB_R 0
+#endif
+#endif
 static inline __attribute__((always_inline)) void FN(memory_backward_blocked_r)(
     int N, int W, const real *restrict M, const real *restrict Mt, const real *gi, size_t gi_stride,
     const real *restrict gR, const real *restrict keys, const real *restrict an, const real *restrict gdot,
     const real *restrict sc, const real *restrict w, const real *restrict erase, const real *restrict wv,
     real *restrict gk, real *restrict g_e, real *restrict g_v, real *gmo, real *restrict gwp,
-    real *restrict gwn, const int R) {
+    real *restrict gwn, const int R, const int CB) {
     const int nb = W / LZ;
-    for (int jb = 0; jb < nb; ++jb) {
+    for (int jb = 0; jb < nb; jb += CB) {
         const int o = LZ * jb;
-        FN(vz) GR[8], K[8], GK[8];
-        for (int r = 0; r < R; ++r) {
-            GR[r] = FN(ldz)(gR + r * W + o);
-            K[r] = FN(ldz)(keys + r * W + o);
-            GK[r] = FN(ldz)(gk + r * W + o);
+        FN(vz) GR[8][MEM_CB], K[8][MEM_CB], GK[8][MEM_CB], E[MEM_CB], WV[MEM_CB], GE[MEM_CB], GV[MEM_CB];
+        for (int c = 0; c < CB; ++c) {
+            for (int r = 0; r < R; ++r) {
+                GR[r][c] = FN(ldz)(gR + r * W + o + LZ * c);
+                K[r][c] = FN(ldz)(keys + r * W + o + LZ * c);
+                GK[r][c] = FN(ldz)(gk + r * W + o + LZ * c);
+            }
+            E[c] = FN(ldz)(erase + o + LZ * c);
+            WV[c] = FN(ldz)(wv + o + LZ * c);
+            GE[c] = FN(ldz)(g_e + o + LZ * c);
+            GV[c] = FN(ldz)(g_v + o + LZ * c);
         }
-        const FN(vz) E = FN(ldz)(erase + o), WV = FN(ldz)(wv + o);
-        FN(vz) GE = FN(ldz)(g_e + o), GV = FN(ldz)(g_v + o);
         for (int n = 0; n < N; ++n) {
             const size_t row = (size_t)n * W + o;
-            const FN(vz) x = FN(ldz)(M + row), xt = FN(ldz)(Mt + row);
-            FN(vz) gm = FN(ldz)(gi + n * gi_stride + o) + xt * sc[n];
-            for (int r = 0; r < R; ++r) {
-                const real g = gdot[n * R + r];
-                gm += an[r * N + n] * GR[r] + g * K[r];
-                GK[r] += g * xt;
+            FN(vz) x[MEM_CB], xt[MEM_CB], gm[MEM_CB];
+            for (int c = 0; c < CB; ++c) {
+                __builtin_prefetch(M + row + MEM_PF * W + LZ * c, 0, 3);
+                __builtin_prefetch(Mt + row + MEM_PF * W + LZ * c, 0, 3);
+                __builtin_prefetch(gi + (n + MEM_PF) * gi_stride + o + LZ * c, 1, 3);
+                x[c] = FN(ldz)(M + row + LZ * c);
+                xt[c] = FN(ldz)(Mt + row + LZ * c);
+                gm[c] = FN(ldz)(gi + n * gi_stride + o + LZ * c) + xt[c] * sc[n];
             }
-            const FN(vz) part = gm * (WV - x * E);
-            FN(stz)(gwp + LZ * n, jb ? FN(ldz)(gwp + LZ * n) + part : part);
-            const FN(vz) wg = w[n] * gm;
-            GE -= wg * x;
-            GV += wg;
-            FN(stz)(gmo + row, gm - wg * E);
+            for (int r = 0; r < R; ++r) {
+                const real g = gdot[r * N + n], a = an[r * N + n];
+                for (int c = 0; c < CB; ++c) {
+                    gm[c] += a * GR[r][c] + g * K[r][c];
+                    GK[r][c] += g * xt[c];
+                }
+            }
+            FN(vz) part = gm[0] * (WV[0] - x[0] * E[0]);
+            for (int c = 1; c < CB; ++c) part += gm[c] * (WV[c] - x[c] * E[c]);
+            if (CB == nb)
+                gwn[n] = FN(hsumz)(part);
+            else
+                FN(stz)(gwp + LZ * n, jb ? FN(ldz)(gwp + LZ * n) + part : part);
+            const real wn = w[n];
+            for (int c = 0; c < CB; ++c) {
+                const FN(vz) wg = wn * gm[c];
+                GE[c] -= wg * x[c];
+                GV[c] += wg;
+                FN(stz)(gmo + row + LZ * c, gm[c] - wg * E[c]);
+            }
         }
-        for (int r = 0; r < R; ++r) FN(stz)(gk + r * W + o, GK[r]);
-        FN(stz)(g_e + o, GE);
-        FN(stz)(g_v + o, GV);
+        for (int c = 0; c < CB; ++c) {
+            for (int r = 0; r < R; ++r) FN(stz)(gk + r * W + o + LZ * c, GK[r][c]);
+            FN(stz)(g_e + o + LZ * c, GE[c]);
+            FN(stz)(g_v + o + LZ * c, GV[c]);
+        }
     }
-    for (int n = 0; n < N; ++n) gwn[n] = FN(hsumz)(FN(ldz)(gwp + LZ * n));
+    if (CB != nb)
+        for (int n = 0; n < N; ++n) gwn[n] = FN(hsumz)(FN(ldz)(gwp + LZ * n));
 }
 
 static void FN(memory_row_backward_any)(int W, const real *m, const real *mt, const real *gi, const real *gR,
@@ -1634,6 +1688,7 @@ static void FN(access_backward_chunk)(const void *job, int s0, int s1) {
     const int N = c->N, W = c->W, R = c->R, V = c->V;
     const real eps = (real)c->eps, decay = (real)c->decay;
     const int nsig = W + (c->alloc ? R + 1 : 0) + 1;
+    const fpstate_t fp_in = flush_subnormals();
     char *mem = FN(work_alloc)(c, 1);
     FN(work) k;
     FN(work_init)(&k, c, mem, 1);
@@ -1709,13 +1764,18 @@ static void FN(access_backward_chunk)(const void *job, int s0, int s1) {
             real *gl = k.grc + r * N;
             FN(softmax_backward)(k.rc + r * N, gl, N);
             g_rstr[r] = FN(dot)(gl, k.rsim + r * N, N);
+            /* d dot / denom, in place of gl ((R, N): a vectorised pass; the row loop takes it transposed) */
             real gkn = 0;
+            const real str = k.strength[r], kn = k.knorm[r];
+            const real *restrict rsim = k.rsim + r * N, *restrict rnorm = k.rnorm;
+            real *restrict gmn = k.gmn, *restrict gdr = gl;
+#pragma omp simd reduction(+ : gkn)
             for (int n = 0; n < N; ++n) {
-                const real gd = gl[n] * k.strength[r] / (k.knorm[r] * k.rnorm[n] + eps);
-                const real gden = -gd * k.rsim[r * N + n];
-                k.gdot[n * R + r] = gd; /* (N, R): one row per memory slot */
-                gkn += gden * k.rnorm[n];
-                k.gmn[n] += gden * k.knorm[r];
+                const real gd = gdr[n] * str / (kn * rnorm[n] + eps);
+                const real gden = -gd * rsim[n];
+                gdr[n] = gd;
+                gkn += gden * rnorm[n];
+                gmn[n] += gden * kn;
             }
             const real sc = gkn / k.knorm[r];
             for (int j = 0; j < W; ++j) gv[r * W + j] = v[r * W + j] * sc;
@@ -1727,15 +1787,29 @@ static void FN(access_backward_chunk)(const void *job, int s0, int s1) {
         const real *rwt_s = rwt + (size_t)s * R * N; /* w^r_t, saved by the forward */
         if (W % LZ == 0 && R <= 8) {
             for (int n = 0; n < N; ++n) k.msc[n] = k.gmn[n] / k.rnorm[n];
-#define CALL(RR)                                                                                             \
-    FN(memory_backward_blocked_r)(N, W, Ms, Mt_s, gMts ? gMts : k.zero, gMts ? (size_t)W : 0, gR, v, rwt_s, k.gdot, \
-                                  k.msc, w, erase, wv, gv, g_e, g_v, gMs, k.gwp, k.gwn, RR)
+#define CALLC(RR, CB)                                                                                        \
+    FN(memory_backward_blocked_r)(N, W, Ms, Mt_s, gMts ? gMts : k.zero, gMts ? (size_t)W : 0, gR, v, rwt_s, k.grc,  \
+                                  k.msc, w, erase, wv, gv, g_e, g_v, gMs, k.gwp, k.gwn, RR, CB)
+#if MEM_CB > 1
+#define CALL(RR)                                           \
+    do {                                                   \
+        if ((RR) <= MEM_CB_R && (W / LZ) % MEM_CB == 0)    \
+            CALLC(RR, (RR) <= MEM_CB_R ? MEM_CB : 1);      \
+        else                                               \
+            CALLC(RR, 1);                                  \
+    } while (0)
+#else
+#define CALL(RR) CALLC(RR, 1)
+#endif
             LINK_SWITCH(R, CALL, )
 #undef CALL
+#undef CALLC
             for (int n = 0; n < N; ++n) k.gww[n] = g_wwt[(size_t)s * N + n] + k.gw[n] + k.gwn[n];
         } else {
             real a_n[64];
             real *an = R <= 64 ? a_n : (real *)malloc(sizeof(real) * R);
+            for (int r = 0; r < R; ++r)
+                for (int n = 0; n < N; ++n) k.gdot[n * R + r] = k.grc[r * N + n]; /* (N, R): a row per slot */
             for (int n = 0; n < N; ++n) {
                 const real *m = Ms + (size_t)n * W, *mt = Mt_s + (size_t)n * W, *gi = gMts ? gMts + (size_t)n * W : k.zero;
                 real *gmo = gMs + (size_t)n * W;
@@ -1837,6 +1911,7 @@ static void FN(access_backward_chunk)(const void *job, int s0, int s1) {
         if (g_rstr != g_rs) free(g_rstr);
     }
     free(mem);
+    fp_set(&fp_in);
 }
 
 void FN(access_backward)(const access_cfg *c, const real *vec, const real *M, const real *u, const real *L,
