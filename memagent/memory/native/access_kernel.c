@@ -1849,13 +1849,16 @@ void FN(access_backward)(const access_cfg *c, const real *vec, const real *M, co
 }
 
 /* LSTM cell from pre-activation gates [i, f, g, o] (nn.LSTMCell's order), rows of the batch:
- * c = s(f) c_prev + s(i) tanh(g), h = s(o) tanh(c). gates (B, 4H), c_prev, h, c (B, H). */
+ * c = s(f) c_prev + s(i) tanh(g), h = s(o) tanh(c). gates (B, 4H), c_prev, c (B, H) contiguous; h (B, H)
+ * with row stride ldh (the sequence writes h_t straight into the controller's next input row
+ * [r_t | h_t], ldh = R W + H). */
 typedef struct {
     int B;
     int H;
     const real *gates;
     const real *c_prev;
     real *h;
+    int ldh;
     real *c;
     int threads;
 } FN(lstm_forward_job);
@@ -1867,9 +1870,10 @@ static void FN(lstm_forward_chunk)(const void *job, int s0, int s1) {
     const real *c_prev = J->c_prev;
     real *h = J->h;
     real *c = J->c;
+    const size_t ldh = (size_t)J->ldh;
     for (int s = s0; s < s1; ++s) {
         const real *g = gates + (size_t)s * 4 * H, *cp = c_prev + (size_t)s * H;
-        real *hs = h + (size_t)s * H, *cs = c + (size_t)s * H;
+        real *hs = h + (size_t)s * ldh, *cs = c + (size_t)s * H;
 #pragma omp simd
         for (int j = 0; j < H; ++j) {
             const real ig = FN(sigmoid)(g[j]), fg = FN(sigmoid)(g[H + j]);
@@ -1880,19 +1884,28 @@ static void FN(lstm_forward_chunk)(const void *job, int s0, int s1) {
     }
 }
 
-void FN(lstm_forward)(int B, int H, const real *gates, const real *c_prev, real *h, real *c, int threads) {
-    const FN(lstm_forward_job) job = {B, H, gates, c_prev, h, c, threads};
+void FN(lstm_forward)(int B, int H, const real *gates, const real *c_prev, real *h, int ldh, real *c,
+                      int threads) {
+    const FN(lstm_forward_job) job = {B, H, gates, c_prev, h, ldh, c, threads};
     pool_run(threads, B, 40.0 * H, FN(lstm_forward_chunk), &job);
 }
 
-/* Backward of lstm_forward: d gates (B, 4H) and d c_prev (B, H) from dh, dc (B, H). */
+/* Backward of lstm_forward: d gates (B, 4H) and d c_prev (B, H) from dc (B, H) and
+ * dh = dh_a + dh_b + dh_c, three (B, H) terms with row strides lda, ldb, ldc:
+ * the sequence passes dh_t's parts from the interface layer (d vecs_t W_i), from the output (d hiddens
+ * [:, t]) and from the next step's controller (the h columns of d[r_t | h_t]). */
 typedef struct {
     int B;
     int H;
     const real *gates;
     const real *c_prev;
     const real *c;
-    const real *gh;
+    const real *dh_a;
+    int lda;
+    const real *dh_b;
+    int ldb;
+    const real *dh_c;
+    int ldc;
     const real *gc;
     real *g_gates;
     real *gc_prev;
@@ -1905,33 +1918,70 @@ static void FN(lstm_backward_chunk)(const void *job, int s0, int s1) {
     const real *gates = J->gates;
     const real *c_prev = J->c_prev;
     const real *c = J->c;
-    const real *gh = J->gh;
     const real *gc = J->gc;
     real *g_gates = J->g_gates;
     real *gc_prev = J->gc_prev;
     for (int s = s0; s < s1; ++s) {
         const real *g = gates + (size_t)s * 4 * H, *cp = c_prev + (size_t)s * H, *cs = c + (size_t)s * H;
-        const real *ghs = gh + (size_t)s * H, *gcs = gc + (size_t)s * H;
+        const real *gcs = gc + (size_t)s * H;
+        const real *ha = J->dh_a + (size_t)s * J->lda;
+        const real *hb = J->dh_b + (size_t)s * J->ldb, *hc = J->dh_c + (size_t)s * J->ldc;
         real *gg_out = g_gates + (size_t)s * 4 * H, *gcp = gc_prev + (size_t)s * H;
 #pragma omp simd
         for (int j = 0; j < H; ++j) {
             const real ig = FN(sigmoid)(g[j]), fg = FN(sigmoid)(g[H + j]);
             const real gg = FN(tanh)(g[2 * H + j]), og = FN(sigmoid)(g[3 * H + j]);
             const real tc = FN(tanh)(cs[j]);
-            const real dc = gcs[j] + ghs[j] * og * (1 - tc * tc);
+            const real dh = (ha[j] + hb[j]) + hc[j];
+            const real dc = gcs[j] + dh * og * (1 - tc * tc);
             gg_out[j] = dc * gg * ig * (1 - ig);
             gg_out[H + j] = dc * cp[j] * fg * (1 - fg);
             gg_out[2 * H + j] = dc * ig * (1 - gg * gg);
-            gg_out[3 * H + j] = ghs[j] * tc * og * (1 - og);
+            gg_out[3 * H + j] = dh * tc * og * (1 - og);
             gcp[j] = dc * fg;
         }
     }
 }
 
-void FN(lstm_backward)(int B, int H, const real *gates, const real *c_prev, const real *c, const real *gh,
-                       const real *gc, real *g_gates, real *gc_prev, int threads) {
-    const FN(lstm_backward_job) job = {B, H, gates, c_prev, c, gh, gc, g_gates, gc_prev, threads};
+void FN(lstm_backward)(int B, int H, const real *gates, const real *c_prev, const real *c, const real *dh_a,
+                       int lda, const real *dh_b, int ldb, const real *dh_c, int ldc, const real *gc,
+                       real *g_gates, real *gc_prev, int threads) {
+    const FN(lstm_backward_job) job = {B, H, gates, c_prev, c, dh_a, lda, dh_b, ldb, dh_c, ldc, gc, g_gates, gc_prev, threads};
     pool_run(threads, B, 50.0 * H, FN(lstm_backward_chunk), &job);
+}
+
+/* out = a + b (b may be NULL: out = a) for B rows of n values, row strides lda, ldb, ldo: the reads' d r_t
+ * (the output's part plus the next step's controller part) and r_t copied into the controller's next input
+ * row [r_t | h_t]. Inline (a few KiB). */
+void FN(add_rows)(int B, int n, const real *a, int lda, const real *b, int ldb, real *out, int ldo) {
+    for (int s = 0; s < B; ++s) {
+        const real *as = a + (size_t)s * lda;
+        real *os = out + (size_t)s * ldo;
+        if (!b) {
+            memcpy(os, as, sizeof(real) * (size_t)n);
+            continue;
+        }
+        const real *bs = b + (size_t)s * ldb;
+#pragma omp simd
+        for (int j = 0; j < n; ++j) os[j] = as[j] + bs[j];
+    }
+}
+
+/* dst[j, i] = src[i, j] for a rows x cols matrix (row strides lds, ldd), in 16 x 16 tiles: the controller's
+ * weights W_r^T, W_hh^T, W_i^T as contiguous (K, N) operands, made once per sequence call (torch's strided
+ * copy of a transposed column slice took ~6x as long). Inline. */
+void FN(transpose)(int rows, int cols, const real *src, int lds, real *dst, int ldd) {
+    enum { TILE = 16 };
+    for (int i0 = 0; i0 < rows; i0 += TILE) {
+        const int i1 = i0 + TILE < rows ? i0 + TILE : rows;
+        for (int j0 = 0; j0 < cols; j0 += TILE) {
+            const int j1 = j0 + TILE < cols ? j0 + TILE : cols;
+            for (int j = j0; j < j1; ++j) {
+                real *d = dst + (size_t)j * ldd;
+                for (int i = i0; i < i1; ++i) d[i] = src[(size_t)i * lds + j];
+            }
+        }
+    }
 }
 
 /* M_t = M_{t-1} + w o (v - M_{t-1} o e) alone (the same arithmetic as the access step), to rebuild a
