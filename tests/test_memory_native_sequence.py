@@ -297,3 +297,28 @@ def test_output_gradients_of_any_row_layout():
         results.append(torch.autograd.grad(loss, params))
     for a, e in zip(*results):
         torch.testing.assert_close(a, e, rtol=1e-10, atol=1e-12)
+
+
+def test_portable_build_runs_the_sequence(tmp_path, monkeypatch):
+    """The fallback build (no -march=native, the older-GCC lane shuffles forced; -O0 here: it compiles
+    several times faster than -O3, which test_memory_native's portable test builds) transposes the weights
+    (8 x 8 register blocks and edges) and runs the whole sequence with the default build's numbers."""
+    import ctypes
+
+    from memagent import cbuild
+
+    native.load()  # the default build, from the usual cache (before the cache moves to tmp_path)
+    monkeypatch.setenv("MEMAGENT_CACHE_DIR", str(tmp_path))
+    flags = [f for f in cbuild.portable_flags(native._FLAGS) if f != "-O3"]
+    flags += ["-O0", "-DMEMAGENT_GCC_SHUFFLE"]
+    kernels = native._bind(ctypes.CDLL(str(cbuild.compile_library(native._SOURCE, flags))))
+    for dtype in (F64, torch.float32):
+        src = torch.randn(17, 40, dtype=dtype)[:, 3:36]
+        dst = torch.empty(33, 17, dtype=dtype)
+        kernels[dtype].transpose(17, 33, src.data_ptr(), src.stride(0), dst.data_ptr(), 17)
+        assert torch.equal(dst, src.t())
+    model, x, starts = make_case(batch=4, steps=5)
+    expected = run(model, x, starts)
+    monkeypatch.setitem(native._STATE, "functions", kernels)
+    for a, e in zip(run(model, x, starts), expected):
+        torch.testing.assert_close(a, e, rtol=1e-12, atol=1e-13)

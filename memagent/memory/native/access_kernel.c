@@ -1967,21 +1967,32 @@ void FN(add_rows)(int B, int n, const real *a, int lda, const real *b, int ldb, 
     }
 }
 
-/* dst[j, i] = src[i, j] for a rows x cols matrix (row strides lds, ldd), in 16 x 16 tiles: the controller's
- * weights W_r^T, W_hh^T, W_i^T as contiguous (K, N) operands, made once per sequence call (torch's strided
- * copy of a transposed column slice took ~6x as long). Inline. */
+/* dst[j, i] = src[i, j] for a rows x cols matrix (row strides lds, ldd): 8 x 8 blocks transposed in
+ * registers (three rounds of lane shuffles), the edges one by one: the controller's weights W_r^T, W_hh^T,
+ * W_i^T as contiguous (K, N) operands, made once per sequence call (torch's strided copy of a transposed
+ * column slice took several times as long). Inline. */
 void FN(transpose)(int rows, int cols, const real *src, int lds, real *dst, int ldd) {
-    enum { TILE = 16 };
-    for (int i0 = 0; i0 < rows; i0 += TILE) {
-        const int i1 = i0 + TILE < rows ? i0 + TILE : rows;
-        for (int j0 = 0; j0 < cols; j0 += TILE) {
-            const int j1 = j0 + TILE < cols ? j0 + TILE : cols;
-            for (int j = j0; j < j1; ++j) {
-                real *d = dst + (size_t)j * ldd;
-                for (int i = i0; i < i1; ++i) d[i] = src[(size_t)i * lds + j];
+    const int rows8 = rows - rows % 8, cols8 = cols - cols % 8;
+    for (int i = 0; i < rows8; i += 8)
+        for (int j = 0; j < cols8; j += 8) {
+            FN(v8) a[8], t[8], u[8];
+            for (int k = 0; k < 8; ++k) a[k] = FN(ld8)(src + (size_t)(i + k) * lds + j);
+            for (int k = 0; k < 8; k += 2) { /* t[k] = [a0 b0 a1 b1 a4 b4 a5 b5] of rows a = k, b = k+1 */
+                t[k] = SHUF8(a[k], a[k + 1], 0, 8, 1, 9, 4, 12, 5, 13);
+                t[k + 1] = SHUF8(a[k], a[k + 1], 2, 10, 3, 11, 6, 14, 7, 15);
+            }
+            for (int k = 0; k < 8; k += 4) /* u[k + c] = column c (and c + 4) of rows k..k+3 */
+                for (int h = 0; h < 2; ++h) {
+                    u[k + 2 * h] = SHUF8(t[k + h], t[k + 2 + h], 0, 1, 8, 9, 4, 5, 12, 13);
+                    u[k + 2 * h + 1] = SHUF8(t[k + h], t[k + 2 + h], 2, 3, 10, 11, 6, 7, 14, 15);
+                }
+            for (int c = 0; c < 4; ++c) {
+                FN(st8)(dst + (size_t)(j + c) * ldd + i, SHUF8(u[c], u[4 + c], 0, 1, 2, 3, 8, 9, 10, 11));
+                FN(st8)(dst + (size_t)(j + 4 + c) * ldd + i, SHUF8(u[c], u[4 + c], 4, 5, 6, 7, 12, 13, 14, 15));
             }
         }
-    }
+    for (int i = 0; i < rows; ++i) /* the edges: the last cols % 8 columns, the last rows % 8 rows */
+        for (int j = i < rows8 ? cols8 : 0; j < cols; ++j) dst[(size_t)j * ldd + i] = src[(size_t)i * lds + j];
 }
 
 /* M_t = M_{t-1} + w o (v - M_{t-1} o e) alone (the same arithmetic as the access step), to rebuild a
