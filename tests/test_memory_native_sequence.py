@@ -1,6 +1,7 @@
-"""The native DNC recurrence's pooled buffers (memagent.memory.native.sequence): the per-step states kept
+"""The native DNC recurrence (memagent.memory.native.sequence): its pooled buffers (the per-step states kept
 for backward, the gates and the gradient buffers are views of pooled flat buffers, reused only once
-nothing refers to them; the numbers equal those of fresh buffers bit for bit."""
+nothing refers to them; the numbers equal those of fresh buffers bit for bit), and the controller's side
+(one product per step each way, the LSTM kernels' row strides, the transpose and row helpers)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import pytest
 import torch
 
 from memagent import cbuild
-from memagent.memory import DNC, MemoryConfig
+from memagent.memory import DNC, MemoryConfig, native
 from memagent.memory.native import sequence
 
 if cbuild.find_compiler() is None:  # pragma: no cover - only where no C compiler exists
@@ -180,3 +181,144 @@ def test_small_buffers_are_not_pooled(monkeypatch):
     monkeypatch.setattr(sequence, "POOL_MIN_BYTES", 0)
     assert_equal(pooled, run(model, x, starts))
     assert sequence._pool
+
+
+# ------------------------------------------------------------------ the controller's side of the sequence
+
+
+def _lstm_cell(gates: torch.Tensor, c_prev: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """nn.LSTMCell's arithmetic from pre-activation gates [i, f, g, o]: (h, c)."""
+    i, f, g, o = gates.chunk(4, 1)
+    c = torch.sigmoid(f) * c_prev + torch.sigmoid(i) * torch.tanh(g)
+    return torch.sigmoid(o) * torch.tanh(c), c
+
+
+@pytest.mark.parametrize("dtype", [F64, torch.float32], ids=["f64", "f32"])
+def test_lstm_kernels_write_h_with_a_row_stride_and_sum_three_strided_dh_parts(dtype):
+    """lstm_forward writes h_t into the h columns of wider rows (the controller's [r_t | h_t] input), the
+    other columns untouched; lstm_backward sums dh from three parts with their own row strides: the LSTM
+    cell's values and autograd gradients."""
+    kernels = native.load()[dtype]
+    tol = dict(rtol=1e-12, atol=1e-13) if dtype == F64 else dict(rtol=2e-6, atol=2e-6)
+    batch, hsize, lead = 5, 7, 3
+    g = torch.Generator().manual_seed(0)
+    gates, c_prev = (torch.randn(batch, n, generator=g, dtype=dtype) for n in (4 * hsize, hsize))
+    rows = torch.full((batch, lead + hsize + 2), 7.0, dtype=dtype)
+    h, c = rows[:, lead : lead + hsize], torch.empty(batch, hsize, dtype=dtype)
+    kernels.lstm_forward(batch, hsize, gates.data_ptr(), c_prev.data_ptr(), h.data_ptr(), rows.stride(0),
+                         c.data_ptr(), 1)  # fmt: skip
+    gates_r, c_prev_r = gates.clone().requires_grad_(), c_prev.clone().requires_grad_()
+    h_ref, c_ref = _lstm_cell(gates_r, c_prev_r)
+    torch.testing.assert_close(h, h_ref.detach(), **tol)
+    torch.testing.assert_close(c, c_ref.detach(), **tol)
+    assert (rows[:, :lead] == 7).all() and (rows[:, lead + hsize :] == 7).all()
+
+    dh_a = torch.randn(batch, hsize, generator=g, dtype=dtype)
+    dh_b = torch.randn(batch, 3 * hsize, generator=g, dtype=dtype)[:, hsize : 2 * hsize]
+    dh_c = torch.randn(batch, hsize + 4, generator=g, dtype=dtype)[:, 4:]
+    dc = torch.randn(batch, hsize, generator=g, dtype=dtype)
+    torch.autograd.backward([h_ref, c_ref], [dh_a + dh_b + dh_c, dc])
+    g_gates, gc_prev = torch.empty_like(gates), torch.empty_like(c_prev)
+    kernels.lstm_backward(
+        batch, hsize, gates.data_ptr(), c_prev.data_ptr(), c.data_ptr(),
+        dh_a.data_ptr(), hsize, dh_b.data_ptr(), dh_b.stride(0), dh_c.data_ptr(), dh_c.stride(0),
+        dc.data_ptr(), g_gates.data_ptr(), gc_prev.data_ptr(), 1,
+    )  # fmt: skip
+    torch.testing.assert_close(g_gates, gates_r.grad, **tol)
+    torch.testing.assert_close(gc_prev, c_prev_r.grad, **tol)
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (5, 3), (16, 16), (17, 33), (40, 20)], ids=str)
+def test_transpose_kernel_of_a_strided_block(shape):
+    """dst = src^T for a column slice of a wider matrix into a wider destination (tiles of 16 and their
+    remainders); the destination's other columns untouched."""
+    kernels = native.load()[F64]
+    rows, cols = shape
+    src = torch.randn(rows, cols + 5, dtype=F64)[:, 2 : 2 + cols]
+    dst = torch.full((cols, rows + 3), -1.0, dtype=F64)
+    kernels.transpose(rows, cols, src.data_ptr(), src.stride(0), dst.data_ptr(), dst.stride(0))
+    assert torch.equal(dst[:, :rows], src.t())
+    assert (dst[:, rows:] == -1).all()
+
+
+def test_add_rows_kernel_adds_or_copies_strided_rows():
+    kernels = native.load()[torch.float32]
+    a = torch.randn(4, 9)[:, 1:7]
+    b = torch.randn(4, 11)[:, 3:9]
+    out = torch.full((4, 8), 5.0)
+    kernels.add_rows(4, 6, a.data_ptr(), a.stride(0), b.data_ptr(), b.stride(0), out[:, 2:].data_ptr(), 8)
+    assert torch.equal(out[:, 2:], a + b) and (out[:, :2] == 5).all()
+    kernels.add_rows(4, 6, a.data_ptr(), a.stride(0), None, 0, out.data_ptr(), 8)  # b = NULL: a copy
+    assert torch.equal(out[:, :6], a)
+
+
+@pytest.mark.parametrize("batch", [1, 2, 4])
+@pytest.mark.parametrize("links", [True, False], ids=["links", "no-links"])
+def test_one_controller_product_per_step_matches_the_torch_path(batch, links, monkeypatch):
+    """[r_{t-1} | h_{t-1}] [W_r | W_hh]^T as one product forward and dgates_t [W_r | W_hh] backward, at every
+    batch size (B = 1 included: a matrix-vector product), with resets: outputs, final state and every
+    gradient (x and the initial state included) as on the differentiable torch path (float64)."""
+    model, x, starts = make_case(links, batch=batch, steps=6, seed=3)
+    starts[:, 0] = False
+    starts[0, 3] = True
+    native_run = run(model, x, starts)
+    monkeypatch.setenv("MEMAGENT_NATIVE", "0")
+    torch_run = run(model, x, starts)
+    assert len(native_run) == len(torch_run)
+    for a, e in zip(native_run, torch_run):
+        torch.testing.assert_close(a, e, rtol=1e-10, atol=1e-12)
+
+
+def test_a_library_without_the_strided_lstm_functions_is_refused():
+    """A kernel of an older revision (e.g. benchmarks/dnc_speed.py --against it) has the old LSTM argument
+    lists: binding it fails loudly instead of calling it with the new ones."""
+    with pytest.raises(RuntimeError, match="row strides"):
+        native._bind(object())
+
+
+def test_output_gradients_of_any_row_layout():
+    """The hiddens' and reads' gradients are read through their strides (the output layer's concatenation
+    hands over column slices): a gradient broadcast over the steps (stride 0), one broadcast over
+    everything (contiguous copy) and a plain one give the torch path's parameter gradients."""
+    model, x, starts = make_case(batch=3, steps=5)
+    cell, face = model.controller, model.interface.linear
+    weights = (cell.weight_ih, cell.weight_hh, cell.bias_ih + cell.bias_hh, face.weight, face.bias)
+    state = tuple(model.initial_state(3, dtype=F64))
+    resets = sequence._reset_steps(starts)
+    scale = torch.randn(3, 1, 8, generator=torch.Generator().manual_seed(4), dtype=F64)
+    results = []
+    for outputs in (
+        sequence.dnc_sequence(model.config, x, *weights, state, starts),
+        sequence._torch_path(model.config, x, *weights, state, resets),
+    ):
+        hiddens, reads = outputs[0], outputs[1]
+        loss = (hiddens.sum(1, keepdim=True) * scale).sum() + reads.sum() + outputs[2].pow(2).sum()
+        params = [cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh, face.weight, face.bias]
+        results.append(torch.autograd.grad(loss, params))
+    for a, e in zip(*results):
+        torch.testing.assert_close(a, e, rtol=1e-10, atol=1e-12)
+
+
+def test_portable_build_runs_the_sequence(tmp_path, monkeypatch):
+    """The fallback build (no -march=native, the older-GCC lane shuffles forced; -O0 here: it compiles
+    several times faster than -O3, which test_memory_native's portable test builds) transposes the weights
+    (8 x 8 register blocks and edges) and runs the whole sequence with the default build's numbers."""
+    import ctypes
+
+    from memagent import cbuild
+
+    native.load()  # the default build, from the usual cache (before the cache moves to tmp_path)
+    monkeypatch.setenv("MEMAGENT_CACHE_DIR", str(tmp_path))
+    flags = [f for f in cbuild.portable_flags(native._FLAGS) if f != "-O3"]
+    flags += ["-O0", "-DMEMAGENT_GCC_SHUFFLE"]
+    kernels = native._bind(ctypes.CDLL(str(cbuild.compile_library(native._SOURCE, flags))))
+    for dtype in (F64, torch.float32):
+        src = torch.randn(17, 40, dtype=dtype)[:, 3:36]
+        dst = torch.empty(33, 17, dtype=dtype)
+        kernels[dtype].transpose(17, 33, src.data_ptr(), src.stride(0), dst.data_ptr(), 17)
+        assert torch.equal(dst, src.t())
+    model, x, starts = make_case(batch=4, steps=5)
+    expected = run(model, x, starts)
+    monkeypatch.setitem(native._STATE, "functions", kernels)
+    for a, e in zip(run(model, x, starts), expected):
+        torch.testing.assert_close(a, e, rtol=1e-12, atol=1e-13)

@@ -88,6 +88,8 @@ class _Kernels(NamedTuple):
     lstm_forward: Callable
     lstm_backward: Callable
     erase_write: Callable
+    add_rows: Callable
+    transpose: Callable
 
 
 def enabled() -> bool:
@@ -96,6 +98,11 @@ def enabled() -> bool:
 
 
 def _bind(library: ctypes.CDLL) -> dict[str, object]:
+    if not hasattr(library, "add_rows_f32"):  # e.g. benchmarks/dnc_speed.py --against an older revision
+        raise RuntimeError(
+            "native kernel library from before the LSTM functions took row strides (no add_rows): the "
+            "sequence cannot call it; compare against a kernel of this revision or later"
+        )
     pointer = ctypes.c_void_p
     functions = {}
     for suffix, dtype in (("f32", torch.float32), ("f64", torch.float64)):
@@ -106,15 +113,27 @@ def _bind(library: ctypes.CDLL) -> dict[str, object]:
         backward.argtypes = [ctypes.POINTER(_Config)] + [pointer] * 24
         backward.restype = None
         lstm_forward = getattr(library, f"lstm_forward_{suffix}")
-        lstm_forward.argtypes = [ctypes.c_int, ctypes.c_int] + [pointer] * 4 + [ctypes.c_int]
+        integer = ctypes.c_int
+        # (B, H, gates, c_prev, h, h's row stride, c, threads)
+        lstm_forward.argtypes = [integer, integer, pointer, pointer, pointer, integer, pointer, integer]
         lstm_forward.restype = None
         lstm_backward = getattr(library, f"lstm_backward_{suffix}")
-        lstm_backward.argtypes = [ctypes.c_int, ctypes.c_int] + [pointer] * 7 + [ctypes.c_int]
+        # (B, H, gates, c_prev, c, dh_a, its row stride, dh_b, ..., dh_c, ..., dc, d gates, dc_prev, threads)
+        lstm_backward.argtypes = [integer, integer] + [pointer] * 4 + [integer, pointer, integer, pointer]
+        lstm_backward.argtypes += [integer] + [pointer] * 3 + [integer]
         lstm_backward.restype = None
+        add_rows = getattr(library, f"add_rows_{suffix}")  # (B, n, a, lda, b or NULL, ldb, out, ldo)
+        add_rows.argtypes = [integer, integer, pointer, integer, pointer, integer, pointer, integer]
+        add_rows.restype = None
+        transpose = getattr(library, f"transpose_{suffix}")  # (rows, cols, src, lds, dst, ldd)
+        transpose.argtypes = [integer, integer, pointer, integer, pointer, integer]
+        transpose.restype = None
         erase_write = getattr(library, f"erase_write_{suffix}")
         erase_write.argtypes = [ctypes.POINTER(_Config)] + [pointer] * 4
         erase_write.restype = None
-        functions[dtype] = _Kernels(forward, backward, lstm_forward, lstm_backward, erase_write)
+        functions[dtype] = _Kernels(
+            forward, backward, lstm_forward, lstm_backward, erase_write, add_rows, transpose
+        )
     return functions
 
 

@@ -1924,13 +1924,16 @@ void FN(access_backward)(const access_cfg *c, const real *vec, const real *M, co
 }
 
 /* LSTM cell from pre-activation gates [i, f, g, o] (nn.LSTMCell's order), rows of the batch:
- * c = s(f) c_prev + s(i) tanh(g), h = s(o) tanh(c). gates (B, 4H), c_prev, h, c (B, H). */
+ * c = s(f) c_prev + s(i) tanh(g), h = s(o) tanh(c). gates (B, 4H), c_prev, c (B, H) contiguous; h (B, H)
+ * with row stride ldh (the sequence writes h_t straight into the controller's next input row
+ * [r_t | h_t], ldh = R W + H). */
 typedef struct {
     int B;
     int H;
     const real *gates;
     const real *c_prev;
     real *h;
+    int ldh;
     real *c;
     int threads;
 } FN(lstm_forward_job);
@@ -1942,9 +1945,10 @@ static void FN(lstm_forward_chunk)(const void *job, int s0, int s1) {
     const real *c_prev = J->c_prev;
     real *h = J->h;
     real *c = J->c;
+    const size_t ldh = (size_t)J->ldh;
     for (int s = s0; s < s1; ++s) {
         const real *g = gates + (size_t)s * 4 * H, *cp = c_prev + (size_t)s * H;
-        real *hs = h + (size_t)s * H, *cs = c + (size_t)s * H;
+        real *hs = h + (size_t)s * ldh, *cs = c + (size_t)s * H;
 #pragma omp simd
         for (int j = 0; j < H; ++j) {
             const real ig = FN(sigmoid)(g[j]), fg = FN(sigmoid)(g[H + j]);
@@ -1955,19 +1959,28 @@ static void FN(lstm_forward_chunk)(const void *job, int s0, int s1) {
     }
 }
 
-void FN(lstm_forward)(int B, int H, const real *gates, const real *c_prev, real *h, real *c, int threads) {
-    const FN(lstm_forward_job) job = {B, H, gates, c_prev, h, c, threads};
+void FN(lstm_forward)(int B, int H, const real *gates, const real *c_prev, real *h, int ldh, real *c,
+                      int threads) {
+    const FN(lstm_forward_job) job = {B, H, gates, c_prev, h, ldh, c, threads};
     pool_run(threads, B, 40.0 * H, FN(lstm_forward_chunk), &job);
 }
 
-/* Backward of lstm_forward: d gates (B, 4H) and d c_prev (B, H) from dh, dc (B, H). */
+/* Backward of lstm_forward: d gates (B, 4H) and d c_prev (B, H) from dc (B, H) and
+ * dh = dh_a + dh_b + dh_c, three (B, H) terms with row strides lda, ldb, ldc:
+ * the sequence passes dh_t's parts from the interface layer (d vecs_t W_i), from the output (d hiddens
+ * [:, t]) and from the next step's controller (the h columns of d[r_t | h_t]). */
 typedef struct {
     int B;
     int H;
     const real *gates;
     const real *c_prev;
     const real *c;
-    const real *gh;
+    const real *dh_a;
+    int lda;
+    const real *dh_b;
+    int ldb;
+    const real *dh_c;
+    int ldc;
     const real *gc;
     real *g_gates;
     real *gc_prev;
@@ -1980,33 +1993,81 @@ static void FN(lstm_backward_chunk)(const void *job, int s0, int s1) {
     const real *gates = J->gates;
     const real *c_prev = J->c_prev;
     const real *c = J->c;
-    const real *gh = J->gh;
     const real *gc = J->gc;
     real *g_gates = J->g_gates;
     real *gc_prev = J->gc_prev;
     for (int s = s0; s < s1; ++s) {
         const real *g = gates + (size_t)s * 4 * H, *cp = c_prev + (size_t)s * H, *cs = c + (size_t)s * H;
-        const real *ghs = gh + (size_t)s * H, *gcs = gc + (size_t)s * H;
+        const real *gcs = gc + (size_t)s * H;
+        const real *ha = J->dh_a + (size_t)s * J->lda;
+        const real *hb = J->dh_b + (size_t)s * J->ldb, *hc = J->dh_c + (size_t)s * J->ldc;
         real *gg_out = g_gates + (size_t)s * 4 * H, *gcp = gc_prev + (size_t)s * H;
 #pragma omp simd
         for (int j = 0; j < H; ++j) {
             const real ig = FN(sigmoid)(g[j]), fg = FN(sigmoid)(g[H + j]);
             const real gg = FN(tanh)(g[2 * H + j]), og = FN(sigmoid)(g[3 * H + j]);
             const real tc = FN(tanh)(cs[j]);
-            const real dc = gcs[j] + ghs[j] * og * (1 - tc * tc);
+            const real dh = (ha[j] + hb[j]) + hc[j];
+            const real dc = gcs[j] + dh * og * (1 - tc * tc);
             gg_out[j] = dc * gg * ig * (1 - ig);
             gg_out[H + j] = dc * cp[j] * fg * (1 - fg);
             gg_out[2 * H + j] = dc * ig * (1 - gg * gg);
-            gg_out[3 * H + j] = ghs[j] * tc * og * (1 - og);
+            gg_out[3 * H + j] = dh * tc * og * (1 - og);
             gcp[j] = dc * fg;
         }
     }
 }
 
-void FN(lstm_backward)(int B, int H, const real *gates, const real *c_prev, const real *c, const real *gh,
-                       const real *gc, real *g_gates, real *gc_prev, int threads) {
-    const FN(lstm_backward_job) job = {B, H, gates, c_prev, c, gh, gc, g_gates, gc_prev, threads};
+void FN(lstm_backward)(int B, int H, const real *gates, const real *c_prev, const real *c, const real *dh_a,
+                       int lda, const real *dh_b, int ldb, const real *dh_c, int ldc, const real *gc,
+                       real *g_gates, real *gc_prev, int threads) {
+    const FN(lstm_backward_job) job = {B, H, gates, c_prev, c, dh_a, lda, dh_b, ldb, dh_c, ldc, gc, g_gates, gc_prev, threads};
     pool_run(threads, B, 50.0 * H, FN(lstm_backward_chunk), &job);
+}
+
+/* out = a + b (b may be NULL: out = a) for B rows of n values, row strides lda, ldb, ldo: the reads' d r_t
+ * (the output's part plus the next step's controller part) and r_t copied into the controller's next input
+ * row [r_t | h_t]. Inline (a few KiB). */
+void FN(add_rows)(int B, int n, const real *a, int lda, const real *b, int ldb, real *out, int ldo) {
+    for (int s = 0; s < B; ++s) {
+        const real *as = a + (size_t)s * lda;
+        real *os = out + (size_t)s * ldo;
+        if (!b) {
+            memcpy(os, as, sizeof(real) * (size_t)n);
+            continue;
+        }
+        const real *bs = b + (size_t)s * ldb;
+#pragma omp simd
+        for (int j = 0; j < n; ++j) os[j] = as[j] + bs[j];
+    }
+}
+
+/* dst[j, i] = src[i, j] for a rows x cols matrix (row strides lds, ldd): 8 x 8 blocks transposed in
+ * registers (three rounds of lane shuffles), the edges one by one: the controller's weights W_r^T, W_hh^T,
+ * W_i^T as contiguous (K, N) operands, made once per sequence call (torch's strided copy of a transposed
+ * column slice took several times as long). Inline. */
+void FN(transpose)(int rows, int cols, const real *src, int lds, real *dst, int ldd) {
+    const int rows8 = rows - rows % 8, cols8 = cols - cols % 8;
+    for (int i = 0; i < rows8; i += 8)
+        for (int j = 0; j < cols8; j += 8) {
+            FN(v8) a[8], t[8], u[8];
+            for (int k = 0; k < 8; ++k) a[k] = FN(ld8)(src + (size_t)(i + k) * lds + j);
+            for (int k = 0; k < 8; k += 2) { /* t[k] = [a0 b0 a1 b1 a4 b4 a5 b5] of rows a = k, b = k+1 */
+                t[k] = SHUF8(a[k], a[k + 1], 0, 8, 1, 9, 4, 12, 5, 13);
+                t[k + 1] = SHUF8(a[k], a[k + 1], 2, 10, 3, 11, 6, 14, 7, 15);
+            }
+            for (int k = 0; k < 8; k += 4) /* u[k + c] = column c (and c + 4) of rows k..k+3 */
+                for (int h = 0; h < 2; ++h) {
+                    u[k + 2 * h] = SHUF8(t[k + h], t[k + 2 + h], 0, 1, 8, 9, 4, 5, 12, 13);
+                    u[k + 2 * h + 1] = SHUF8(t[k + h], t[k + 2 + h], 2, 3, 10, 11, 6, 7, 14, 15);
+                }
+            for (int c = 0; c < 4; ++c) {
+                FN(st8)(dst + (size_t)(j + c) * ldd + i, SHUF8(u[c], u[4 + c], 0, 1, 2, 3, 8, 9, 10, 11));
+                FN(st8)(dst + (size_t)(j + 4 + c) * ldd + i, SHUF8(u[c], u[4 + c], 4, 5, 6, 7, 12, 13, 14, 15));
+            }
+        }
+    for (int i = 0; i < rows; ++i) /* the edges: the last cols % 8 columns, the last rows % 8 rows */
+        for (int j = i < rows8 ? cols8 : 0; j < cols; ++j) dst[(size_t)j * ldd + i] = src[(size_t)i * lds + j];
 }
 
 /* M_t = M_{t-1} + w o (v - M_{t-1} o e) alone (the same arithmetic as the access step), to rebuild a

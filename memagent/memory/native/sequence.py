@@ -166,12 +166,22 @@ def _forward(config, x, w_ih, w_hh, b_gates, w_i, b_i, state, resets: dict[int, 
     links = config.temporal_links
     h, c, memory, usage, link, prec, rw, ww, reads = (f.contiguous() for f in state)
     vsize = w_i.shape[0]
-    # (W_r^T stays the column-slice view: a contiguous copy made r W_r^T 1.6x faster alone on MKL at B = 16
-    # but did not change the train step, and MKL sums it in another order at small batch sizes)
-    w_r_t, w_h_t, w_i_t = w_ih[:, in_size:].t(), w_hh.t(), w_i.t()
-    hbuf = x.new_empty(steps + 1, batch, hsize)
+    rsize = r * w
+    rhsize = rsize + hsize
+    # the controller's per-step products, one each in MKL's no-copy NN form: gates_t += [r_{t-1} | h_{t-1}]
+    # W_rh^T and vecs_t += h_t W_i^T, with W_rh^T = [W_r | W_hh]^T (R W + H, 4H) and W_i^T (H, V) contiguous
+    # copies made once per call (with the transposed views MKL packed the weight at every step)
+    w_rh_t, w_i_t = x.new_empty(rhsize, 4 * hsize), x.new_empty(hsize, vsize)
+    w_ih, w_hh, w_i = w_ih.contiguous(), w_hh.contiguous(), w_i.contiguous()
+    w_r_a = w_ih.data_ptr() + in_size * x.element_size()
+    kernels.transpose(4 * hsize, rsize, w_r_a, in_size + rsize, w_rh_t.data_ptr(), 4 * hsize)
+    kernels.transpose(4 * hsize, hsize, w_hh.data_ptr(), hsize, w_rh_t[rsize].data_ptr(), 4 * hsize)
+    kernels.transpose(vsize, hsize, w_i.data_ptr(), hsize, w_i_t.data_ptr(), vsize)
+    # rhbuf[t] = [r_t | h_t], the controller's input rows: the LSTM kernel writes h_t there (row stride
+    # R W + H), r_t is copied from the access step's contiguous reads (rbuf, the reads output)
+    rhbuf = x.new_empty(steps + 1, batch, rhsize)
     cbuf = x.new_empty(steps + 1, batch, hsize)
-    rbuf = x.new_empty(steps + 1, batch, r * w)
+    rbuf = x.new_empty(steps + 1, batch, rsize)
     # the per-step states the steps write, except the last step's (outputs): with backward all kept (the
     # memory M_t only at odd steps), without it two ping-pong slots; with the gates, the interface vectors
     # and the kept norms, views of one pooled buffer (see _take). The even steps' M_t (not kept) go to a
@@ -196,29 +206,30 @@ def _forward(config, x, w_ih, w_hh, b_gates, w_i, b_i, state, resets: dict[int, 
     x_tm = x.transpose(0, 1).reshape(steps * batch, in_size)
     torch.addmm(b_gates, x_tm, w_ih[:, :in_size].t(), out=gates.view(steps * batch, 4 * hsize))
     vecs.copy_(b_i)
-    hbuf[0], cbuf[0], rbuf[0] = h, c, reads.reshape(batch, r * w)
+    rhbuf[0, :, :rsize], rhbuf[0, :, rsize:], cbuf[0] = reads.reshape(batch, rsize), h, c
     threads = native.num_threads()
     cfg = native._config(config, batch, vsize, threads)
     ptr = native._ptr
     # per-step views, made once (indexing in the loop costs a dispatch each)
     gates_s, vecs_s = gates.unbind(0), vecs.unbind(0)
-    h_s, c_s, r_s = hbuf.unbind(0), cbuf.unbind(0), rbuf.unbind(0)
-    gates_a, vecs_a, h_a, c_a, r_a = (_addresses(f) for f in (gates, vecs, hbuf, cbuf, rbuf))
+    rh_s, h_s, c_s = rhbuf.unbind(0), rhbuf[:, :, rsize:].unbind(0), cbuf.unbind(0)
+    gates_a, vecs_a, rh_a, c_a, r_a = (_addresses(f) for f in (gates, vecs, rhbuf, cbuf, rbuf))
+    h_a = [a + rsize * x.element_size() for a in rh_a]
     step_inputs: list[tuple] = []
-    reset_inputs: dict[int, tuple[Tensor, Tensor, Tensor]] = {}  # (h, c, r) entering a reset step
+    reset_inputs: dict[int, tuple[Tensor, Tensor]] = {}  # ([r | h], c) entering a reset step
     for t in _steps(range(steps), threads, batch):
-        h_in, c_in, r_in = h_s[t], c_s[t], r_s[t]
+        rh_in = rh_s[t]
+        c_in_a = c_a[t]
         if t in resets:
             mask = resets[t]
-            h_in, c_in, r_in = (_masked(f, mask) for f in (h_in, c_in, r_in))
-            reset_inputs[t] = (h_in, c_in, r_in)
+            rh_in, c_in = _masked(rh_in, mask), _masked(c_s[t], mask)
+            reset_inputs[t] = (rh_in, c_in)
+            c_in_a = ptr(c_in)
             memory, usage, rw, ww = (_masked(f, mask) for f in (memory, usage, rw, ww))
             if links:
                 link, prec = _masked(link, mask), _masked(prec, mask)
-        gates_s[t].addmm_(r_in, w_r_t)
-        gates_s[t].addmm_(h_in, w_h_t)
-        c_in_a = ptr(c_in) if t in resets else c_a[t]
-        kernels.lstm_forward(batch, hsize, gates_a[t], c_in_a, h_a[t + 1], c_a[t + 1], threads)
+        gates_s[t].addmm_(rh_in, w_rh_t)
+        kernels.lstm_forward(batch, hsize, gates_a[t], c_in_a, h_a[t + 1], rhsize, c_a[t + 1], threads)
         vecs_s[t].addmm_(h_s[t + 1], w_i_t)
         if t == last:  # the final state: new tensors (outputs)
             new_memory, new_usage = torch.empty_like(memory), torch.empty_like(usage)
@@ -249,6 +260,8 @@ def _forward(config, x, w_ih, w_hh, b_gates, w_i, b_i, state, resets: dict[int, 
             ptr(new_ww),
             ptr(aux),
         )
+        if t < last:  # r_t into the next step's controller input row
+            kernels.add_rows(batch, rsize, r_a[t + 1], rsize, None, 0, rh_a[t + 1], rhsize)
         if keep:  # M_{t-1} only every second step (and at resets); rebuilt in backward otherwise
             kept_memory = memory if (t % 2 == 0 or t in resets) else None
             # w^r_t as the step produced it (before any reset); detached: the last one is an output
@@ -256,7 +269,7 @@ def _forward(config, x, w_ih, w_hh, b_gates, w_i, b_i, state, resets: dict[int, 
         memory, usage, link, prec, rw, ww = new_memory, new_usage, new_link, new_prec, new_rw, new_ww
     # (h, c, r as copies: outputs of an autograd node must not be overlapping views of one buffer)
     final = (
-        hbuf[steps].clone(),
+        rhbuf[steps, :, rsize:].clone(),
         cbuf[steps].clone(),
         memory,
         usage,
@@ -266,9 +279,9 @@ def _forward(config, x, w_ih, w_hh, b_gates, w_i, b_i, state, resets: dict[int, 
         ww,
         rbuf[steps].view(batch, r, w).clone(),
     )
-    hiddens, reads_out = hbuf[1:].transpose(0, 1), rbuf[1:].transpose(0, 1)
+    hiddens, reads_out = rhbuf[1:, :, rsize:].transpose(0, 1), rbuf[1:].transpose(0, 1)
     # the final memory M_T (detached: it is an output) is the last step's M_t in backward
-    saved = (hbuf, cbuf, rbuf, gates, vecs, step_inputs, reset_inputs, memory.detach()) if keep else None
+    saved = (rhbuf, cbuf, gates, vecs, step_inputs, reset_inputs, memory.detach()) if keep else None
     return hiddens, reads_out, final, saved
 
 
@@ -340,25 +353,29 @@ def _backward(config, resets, buffers, x, w_ih, w_hh, w_i, state, grads, need_x:
     """The reverse loop: gradients of ``(x, W_ih, W_hh, b_gates, W_xi, b_xi, *state)`` (that of ``x``
     None unless ``need_x``: observations rarely need one, and it is a (T B, 4H) x (4H, I) product)."""
     kernels = native.load()[x.dtype]  # type: ignore[index]
-    hbuf, cbuf, rbuf, gates, vecs, step_inputs, reset_inputs, next_memory = buffers
+    rhbuf, cbuf, gates, vecs, step_inputs, reset_inputs, next_memory = buffers
     batch, steps, in_size = x.shape
     hsize = w_hh.shape[1]
     r, w = config.num_read_heads, config.word_size
+    rsize = r * w
+    rhsize = rsize + hsize
     links = config.temporal_links
     vsize = w_i.shape[0]
-    # absent (None) gradients: zeros, except for M_T and L_T, which the kernel reads as NULL (zero)
+    # absent (None) gradients: zeros, except for M_T and L_T, which the kernel reads as NULL (zero); those
+    # of the hiddens and reads (B, T, .) as they come when their rows are (the kernels take row strides:
+    # the output layer's concatenation hands over column slices)
     shapes = [(batch, steps, hsize), (batch, steps, r * w), (batch, hsize), (batch, hsize), None]
     shapes += [tuple(f.shape) for f in state[3:8]] + [(batch, r, w)]
     grads = [
-        g.contiguous() if g is not None else (None if k in (4, 6) else x.new_zeros(shapes[k]))
+        (g if k < 2 and g.stride(-1) == 1 else g.contiguous())
+        if g is not None
+        else (None if k in (4, 6) else x.new_zeros(shapes[k]))
         for k, g in enumerate(grads)
     ]
     g_hiddens, g_reads, gh, gc, g_memory, g_usage, g_link, g_prec, g_rw, g_ww, g_r = grads
     if not links:
         g_link = g_prec = None
-    g_hid_tm = g_hiddens.transpose(0, 1)
-    g_reads_tm = g_reads.transpose(0, 1)
-    g_r = g_r.reshape(batch, r * w)
+    g_r = g_r.reshape(batch, rsize)
     # dgates and dvecs: views of one pooled buffer (see _take); the scratch memory into which the odd
     # steps' M_{t-1} is rebuilt (dead after the step before it): the forward's scratch buffer, as a rule
     g_gates, g_vecs = _carve(x, [(steps, batch, 4 * hsize), (steps, batch, vsize)])
@@ -366,21 +383,23 @@ def _backward(config, resets, buffers, x, w_ih, w_hh, w_i, state, grads, need_x:
     threads = native.num_threads()
     cfg = native._config(config, batch, vsize, threads)
     ptr = native._ptr
-    w_r, w_ih_x = w_ih[:, in_size:], w_ih[:, :in_size]
+    w_ih_x = w_ih[:, :in_size]
     # [dr_{t-1} | dh_{t-1}] = dgates_t [W_r | W_hh]: one product per step into one buffer (read before the
-    # next step's product overwrites it); two products at B = 1 (a matrix-vector product whose
-    # summation order depends on the matrix: kept as it was, bit for bit)
-    fused_rh = batch > 1
-    w_rh = torch.cat([w_r, w_hh], dim=1) if fused_rh else None
-    g_rh = x.new_empty(batch, r * w + hsize)
-    g_r_view, gh_view = g_rh[:, : r * w], g_rh[:, r * w :]
-    g_reads_t = x.new_empty(batch, r * w)  # dr_t from the output and from the next step's controller
-    gh_t = x.new_empty(batch, hsize)
+    # next step's product overwrites it)
+    w_rh = torch.cat([w_ih[:, in_size:], w_hh], dim=1)
+    g_rh = x.new_empty(batch, rhsize)
+    g_r_view, gh_view = g_rh[:, :rsize], g_rh[:, rsize:]
+    g_reads_t = x.new_empty(batch, rsize)  # dr_t from the output and from the next step's controller
+    gh_vec = x.new_empty(batch, hsize)  # dvecs_t W_i: dh_t's part from the interface layer
     gc_pair = (x.new_empty(batch, hsize), x.new_empty(batch, hsize))  # dc_{t-1} written, dc_t read
-    g_reads_t_a, gh_t_a = g_reads_t.data_ptr(), gh_t.data_ptr()
+    g_reads_t_a, gh_vec_a = g_reads_t.data_ptr(), gh_vec.data_ptr()
     gates_a, vecs_a, c_a, g_gates_a, g_vecs_a = (_addresses(f) for f in (gates, vecs, cbuf, g_gates, g_vecs))
     g_gates_s, g_vecs_s = g_gates.unbind(0), g_vecs.unbind(0)
-    g_hid_s, g_reads_s = g_hid_tm.unbind(0), g_reads_tm.unbind(0)
+    # d hiddens[:, t] and d reads[:, t]: rows of the (B, T, .) output gradients (their row strides: ld)
+    size = x.element_size()
+    g_hid_a = [g_hiddens.data_ptr() + t * g_hiddens.stride(1) * size for t in range(steps)]
+    g_reads_a = [g_reads.data_ptr() + t * g_reads.stride(1) * size for t in range(steps)]
+    g_hid_ld, g_reads_ld = g_hiddens.stride(0), g_reads.stride(0)
     # du, dp, dw^r, dw^w: two buffers each, the step writes the one it does not read
     pairs = [(x.new_empty(f.shape), x.new_empty(f.shape)) for f in (state[3], state[5], state[6], state[7])]
     own_grads = False
@@ -389,7 +408,8 @@ def _backward(config, resets, buffers, x, w_ih, w_hh, w_i, state, grads, need_x:
         if kept_memory is None:  # rebuild M_{t-1} from M_{t-2} (kept) and step t-1's write
             kept_memory = rebuilt
             kernels.erase_write(cfg, vecs_a[t - 1], ptr(step_inputs[t - 1][0]), ptr(ww), ptr(kept_memory))
-        torch.add(g_reads_s[t], g_r, out=g_reads_t)
+        g_r_a, g_r_ld = ptr(g_r), g_r.stride(0)
+        kernels.add_rows(batch, rsize, g_reads_a[t], g_reads_ld, g_r_a, g_r_ld, g_reads_t_a, rsize)
         outs = [
             _other(pairs[0], g_usage),
             _other(pairs[1], g_prec),
@@ -427,26 +447,28 @@ def _backward(config, resets, buffers, x, w_ih, w_hh, w_i, state, grads, need_x:
         g_memory, g_usage, g_link, g_prec, g_rw, g_ww = outs
         own_grads = True
         next_memory = kept_memory
-        torch.add(g_hid_s[t], gh, out=gh_t).addmm_(g_vecs_s[t], w_i)
+        torch.mm(g_vecs_s[t], w_i, out=gh_vec)
         gc_prev = _other(gc_pair, gc)
-        kernels.lstm_backward(
+        kernels.lstm_backward(  # dh_t = dvecs_t W_i + d hiddens[:, t] + the next step's dh_t
             batch,
             hsize,
             gates_a[t],
             ptr(reset_inputs[t][1]) if t in resets else c_a[t],
             c_a[t + 1],
-            gh_t_a,
+            gh_vec_a,
+            hsize,
+            g_hid_a[t],
+            g_hid_ld,
+            ptr(gh),
+            gh.stride(0),
             ptr(gc),
             g_gates_a[t],
             ptr(gc_prev),
             threads,
         )
         gc = gc_prev
-        if fused_rh:
-            torch.mm(g_gates_s[t], w_rh, out=g_rh)
-            g_r, gh = g_r_view, gh_view
-        else:
-            g_r, gh = torch.mm(g_gates_s[t], w_r), torch.mm(g_gates_s[t], w_hh)
+        torch.mm(g_gates_s[t], w_rh, out=g_rh)
+        g_r, gh = g_r_view, gh_view
         if t in resets:  # the state entering step t was reset for these samples
             mask = resets[t]
             gh, gc, g_r, g_memory, g_usage, g_rw, g_ww = (
@@ -459,15 +481,16 @@ def _backward(config, resets, buffers, x, w_ih, w_hh, w_i, state, grads, need_x:
     flat_g = g_gates.view(steps * batch, 4 * hsize)
     flat_v = g_vecs.view(steps * batch, vsize)
     x_tm = x.transpose(0, 1).reshape(steps * batch, in_size)
-    h_prev, r_prev = hbuf[:-1], rbuf[:-1]
-    if reset_inputs:  # the controller saw the reset (h, r) at those steps
-        h_prev, r_prev = h_prev.clone(), r_prev.clone()
-        for t, (h_in, _, r_in) in reset_inputs.items():
-            h_prev[t], r_prev[t] = h_in, r_in
-    g_w_ih = torch.cat([flat_g.t() @ x_tm, flat_g.t() @ r_prev.reshape(steps * batch, r * w)], dim=1)
-    g_w_hh = flat_g.t() @ h_prev.reshape(steps * batch, hsize)
+    rh_prev = rhbuf[:-1]
+    if reset_inputs:  # the controller saw the reset [r | h] at those steps
+        rh_prev = rh_prev.clone()
+        for t, (rh_in, _) in reset_inputs.items():
+            rh_prev[t] = rh_in
+    rh_prev = rh_prev.view(steps * batch, rhsize)
+    g_w_ih = torch.cat([flat_g.t() @ x_tm, flat_g.t() @ rh_prev[:, :rsize]], dim=1)
+    g_w_hh = flat_g.t() @ rh_prev[:, rsize:]
     g_b = flat_g.sum(0)
-    g_w_i = flat_v.t() @ hbuf[1:].reshape(steps * batch, hsize)
+    g_w_i = flat_v.t() @ rhbuf[1:, :, rsize:].reshape(steps * batch, hsize)
     g_b_i = flat_v.sum(0)
     g_x = (flat_g @ w_ih_x).view(steps, batch, in_size).transpose(0, 1) if need_x else None
     return (
