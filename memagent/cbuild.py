@@ -131,7 +131,7 @@ def compile_library(
     compiler: str | None = None,
     depends: Sequence[Path] = (),
     libs: Sequence[str] = ("-lm",),
-    timeout: float = 120.0,
+    timeout: float = 600.0,
 ) -> Path:
     """Compile ``source`` into the cache unless an identical build is already there; returns its path.
 
@@ -140,6 +140,8 @@ def compile_library(
     :param compiler: default :func:`find_compiler`.
     :param depends: other files the build reads (headers, included sources): their contents enter the key.
     :param libs: linker arguments placed after the source.
+    :param timeout: seconds the compiler may take (the DNC kernel takes 30-50 s of one core with
+        ``-O3 -march=native``, more on a busy machine; a build that times out counts as failed).
     :raises FileNotFoundError: if no compiler is found or ``source`` does not exist.
     :raises RuntimeError: if the compiler fails (its stderr, truncated, is in the message).
     """
