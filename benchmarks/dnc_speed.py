@@ -8,7 +8,8 @@ keeps, including what gradient checkpointing keeps.
 
     .venv/bin/python benchmarks/dnc_speed.py [--quick] [--threads 1] [--device cpu] [--compile] [--no-pypi]
     .venv/bin/python benchmarks/dnc_speed.py --breakdown   # where the native DNC's time goes
-    .venv/bin/python benchmarks/dnc_speed.py --against REV --rounds 25   # REV's kernel (or a .c file)
+    .venv/bin/python benchmarks/dnc_speed.py --against REV --rounds 25   # REV's memagent vs this tree
+    .venv/bin/python benchmarks/dnc_speed.py --against old_kernel.c      # another kernel, this tree's code
     .venv/bin/python benchmarks/dnc_speed.py --thread-scaling 1,2,4,8,16   # wall time per thread count
 
 Our DNC runs on the native CPU kernel (memagent.memory.native) where it is available; the row
@@ -22,6 +23,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
+import io
 import os
 import statistics
 import sys
@@ -194,30 +196,114 @@ def _interleaved_table(cases: dict[str, Callable[[], None]], rounds: int, header
     return "\n".join(lines)
 
 
-def _other_kernel_source(source: str, workdir: Path) -> Path:
-    """``source`` (an ``access_kernel.c`` file, or a git revision of this repository) copied to
-    ``workdir/access_kernel.c``: the kernel includes itself by that name."""
-    import subprocess
+#: run by each worker of :func:`against_tree` in its tree (argv: threads): builds the LSTM and the two DNCs
+#: with that tree's ``memagent``, then runs one train step per case name read from stdin and prints its
+#: thread CPU time in ms
+_TREE_WORKER = """
+import sys, time, torch
+torch.set_num_threads(int(sys.argv[1]))
+sys.path.insert(0, ".")
+from memagent.memory import DNC, MemoryConfig
+B, T, I, H, O, N, W, R = 16, 32, 64, 128, 64, 128, 64, 4
+torch.manual_seed(0)
+g = torch.Generator().manual_seed(1)
+x, target = torch.randn(B, T, I, generator=g), torch.randn(B, T, O, generator=g)
+class Lstm(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lstm, self.head = torch.nn.LSTM(I, H, batch_first=True), torch.nn.Linear(H, O)
+    def forward(self, x):
+        return self.head(self.lstm(x)[0])
+class Dnc(torch.nn.Module):
+    def __init__(self, links):
+        super().__init__()
+        config = MemoryConfig(memory_size=N, word_size=W, num_read_heads=R, temporal_links=links)
+        self.dnc = DNC(I, H, O, config)
+    def forward(self, x):
+        return self.dnc(x)[0]
+models = {"lstm": Lstm(), "links": Dnc(True), "no links": Dnc(False)}
+def step(model):
+    model.zero_grad(set_to_none=True)
+    torch.nn.functional.mse_loss(model(x), target).backward()
+for model in models.values():
+    step(model), step(model)
+import memagent
+print("ready", memagent.__file__, flush=True)
+for line in sys.stdin:
+    c0 = time.thread_time()
+    step(models[line.strip()])
+    print(1e3 * (time.thread_time() - c0), flush=True)
+"""
 
-    target = workdir / "access_kernel.c"
-    if Path(source).is_file():
-        target.write_bytes(Path(source).read_bytes())
-        return target
-    result = subprocess.run(
-        ["git", "show", f"{source}:memagent/memory/native/access_kernel.c"],
-        cwd=ROOT,
-        capture_output=True,
-    )
-    if result.returncode != 0:
-        raise SystemExit(f"--against: {source!r} is neither a file nor a git revision with the kernel")
-    target.write_bytes(result.stdout)
-    return target
+
+def against_tree(revision: str, rounds: int, threads: int) -> str:
+    """Train steps of this repository's ``memagent`` at git ``revision`` (sequence code and kernel alike)
+    against this working tree's, each in a worker process of its own, the two alternating step by step
+    (thread CPU time, medians over rounds; each DNC also as a multiple of the LSTM in its own process)."""
+    import subprocess
+    import tarfile
+    import tempfile
+
+    archive = subprocess.run(["git", "archive", revision, "memagent"], cwd=ROOT, capture_output=True)
+    if archive.returncode != 0:
+        raise SystemExit(f"--against: {revision!r} is neither a file nor a git revision of this repository")
+    cases = {"lstm": "nn.LSTM(64,128) + linear", "links": "DNC", "no links": "DNC, no temporal links"}
+    with tempfile.TemporaryDirectory() as workdir:
+        with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
+            tar.extractall(workdir, filter="data")
+        trees = {revision: Path(workdir), "this tree": ROOT}
+        workers = {
+            name: subprocess.Popen(
+                [sys.executable, "-c", _TREE_WORKER, str(threads)],
+                cwd=root,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            for name, root in trees.items()
+        }
+        times: dict[tuple[str, str], list[float]] = {(tree, case): [] for tree in trees for case in cases}
+        ratios: dict[str, list[float]] = {case: [] for case in cases}
+        try:
+            for name, worker in workers.items():  # (the first run at a revision builds its kernel)
+                ready, _, package = worker.stdout.readline().strip().partition(" ")
+                if ready != "ready" or not Path(package).resolve().is_relative_to(trees[name].resolve()):
+                    raise SystemExit(f"--against: the worker for {name} did not start on its own tree")
+            for k in range(rounds):
+                for case in cases:
+                    for tree in list(trees)[:: 1 if k % 2 == 0 else -1]:
+                        workers[tree].stdin.write(case + "\n")
+                        workers[tree].stdin.flush()
+                        times[(tree, case)].append(float(workers[tree].stdout.readline()))
+                    ratios[case].append(times[("this tree", case)][-1] / times[(revision, case)][-1])
+        finally:
+            for worker in workers.values():
+                worker.stdin.close()
+                worker.wait()
+    med = {key: statistics.median(v) for key, v in times.items()}
+    lines = [
+        f"Train step (B={B}, T={T}, input {I}, N={N}, W={W}, R={R}, LSTM controller {H}), `memagent` at "
+        f"`{revision}` against this tree, each in its own process, the two alternating step by step; "
+        f"thread CPU ms, median of {rounds} rounds, {threads} thread(s).",
+        "",
+        f"| case | `{revision}` ms | x LSTM | this tree ms | x LSTM | this tree / `{revision}` |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for case, label in cases.items():
+        old, new = med[(revision, case)], med[("this tree", case)]
+        lines.append(
+            f"| {label} | {old:.1f} | {old / med[(revision, 'lstm')]:.2f} | {new:.1f} | "
+            f"{new / med[('this tree', 'lstm')]:.2f} | {statistics.median(ratios[case]):.3f} |"
+        )
+    lines += ["", "(last column: median of the per-round ratios)"]
+    return "\n".join(lines)
 
 
 def against(source: str, x: torch.Tensor, target: torch.Tensor, rounds: int) -> str:
-    """The native DNC's train step with the kernel of another revision (a git revision, or an
-    ``access_kernel.c`` file) against the current one, same models and batch, interleaved rounds (with
-    and without temporal links)."""
+    """The native DNC's train step with another ``access_kernel.c`` file against the current kernel, same
+    models, batch and sequence code, interleaved rounds (with and without temporal links). The file must
+    have this tree's C interface (a kernel from before it changed cannot be bound: compare whole trees
+    with a git revision instead, :func:`against_tree`)."""
     import ctypes
     import tempfile
 
@@ -227,7 +313,9 @@ def against(source: str, x: torch.Tensor, target: torch.Tensor, rounds: int) -> 
     if current is None:
         return "against: the native kernel is not available"
     with tempfile.TemporaryDirectory() as workdir:
-        library = cbuild.compile_library(_other_kernel_source(source, Path(workdir)), native._FLAGS)
+        copy = Path(workdir) / "access_kernel.c"  # (the kernel includes itself by that name)
+        copy.write_bytes(Path(source).read_bytes())
+        library = cbuild.compile_library(copy, native._FLAGS)
         other = native._bind(ctypes.CDLL(str(library)))
     base = MemoryConfig(memory_size=N, word_size=W, num_read_heads=R)
     no_links = MemoryConfig(**{**base.__dict__, "temporal_links": False})
@@ -350,8 +438,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--against",
         metavar="REV_OR_FILE",
-        help="only time train steps with the kernel of this git revision (or access_kernel.c file) "
-        "against the current one",
+        help="only time train steps of this git revision's memagent against this tree (two processes, "
+        "alternating), or with this access_kernel.c file against the current kernel (one process)",
     )
     parser.add_argument(
         "--thread-scaling",
@@ -384,7 +472,12 @@ def main(argv: list[str] | None = None) -> None:
     if args.breakdown or args.against:
         g = torch.Generator().manual_seed(1)
         xb, tb = torch.randn(B, T, I, generator=g), torch.randn(B, T, O, generator=g)
-        print(against(args.against, xb, tb, rounds) if args.against else breakdown(xb, tb, rounds))
+        if args.against and not Path(args.against).is_file():
+            print(against_tree(args.against, rounds, args.threads))
+        elif args.against:
+            print(against(args.against, xb, tb, rounds))
+        else:
+            print(breakdown(xb, tb, rounds))
         return
 
     base = MemoryConfig(memory_size=N, word_size=W, num_read_heads=R, num_write_heads=1)
