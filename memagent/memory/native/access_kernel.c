@@ -1101,17 +1101,6 @@ static void FN(key_dots_blocked)(int N, int W, const real *restrict M, const rea
     }
 }
 
-/* out[0..nr) = the lane sums of v[0..nr) (nr <= 8; the others ignored): one transpose-and-add */
-static inline void FN(store_sums8)(FN(v8) *v, int nr, real *restrict out) {
-    for (int t = nr; t < 8; ++t) v[t] = (FN(v8)){0};
-    const FN(v8) s = FN(reduce8)(v);
-    if (nr == 8) {
-        FN(st8)(out, s);
-    } else {
-        for (int t = 0; t < nr; ++t) out[t] = s[t];
-    }
-}
-
 /* rows per pass of write_read_dots_r: TR (R + 1) accumulators in registers */
 #define WRD_TR(R) ((R) <= 4 ? 4 : 2)
 
@@ -1164,27 +1153,30 @@ static inline __attribute__((always_inline)) void FN(write_read_dots_r)(
         pk[c * PS + 1] = FN(ld8)(wv + 8 * c);
         for (int r = 0; r < R; ++r) pk[c * PS + 2 + r] = FN(ld8)(keys + (size_t)r * W + 8 * c);
     }
-    for (int n0 = 0; n0 < N; n0 += 8) {
-        const int nr = N - n0 < 8 ? N - n0 : 8;
+    int n0 = 0;
+    for (; n0 + 8 <= N; n0 += 8) {
         FN(v8) q8[8], a8[8][8];
-        if (nr == 8) {
-            for (int t = 0; t < 8; t += TR) {
-                const size_t o = (size_t)(n0 + t) * W;
-                FN(v8) at[8][8];
-                FN(write_read_rows)(W, pk, M + o, Mt + o, ww + n0 + t, write, q8 + t, at, R, TR);
-                for (int r = 0; r < R; ++r)
-                    for (int u = 0; u < TR; ++u) a8[r][t + u] = at[r][u];
-            }
-        } else { /* the last rows one at a time */
-            for (int t = 0; t < nr; ++t) {
-                const size_t o = (size_t)(n0 + t) * W;
-                FN(v8) at[8][8];
-                FN(write_read_rows)(W, pk, M + o, Mt + o, ww + n0 + t, write, q8 + t, at, R, 1);
-                for (int r = 0; r < R; ++r) a8[r][t] = at[r][0];
-            }
+        for (int t = 0; t < 8; t += TR) {
+            const size_t o = (size_t)(n0 + t) * W;
+            FN(v8) at[8][8];
+            FN(write_read_rows)(W, pk, M + o, Mt + o, ww + n0 + t, write, q8 + t, at, R, TR);
+            for (int r = 0; r < R; ++r)
+                for (int u = 0; u < TR; ++u) a8[r][t + u] = at[r][u];
         }
-        FN(store_sums8)(q8, nr, sq + n0);
-        for (int r = 0; r < R; ++r) FN(store_sums8)(a8[r], nr, dots + (size_t)r * N + n0);
+        FN(st8)(sq + n0, FN(reduce8)(q8));
+        for (int r = 0; r < R; ++r) FN(st8)(dots + (size_t)r * N + n0, FN(reduce8)(a8[r]));
+    }
+    for (; n0 < N; ++n0) { /* the last rows (N not a multiple of 8): one at a time, generic */
+        const real *m = M + (size_t)n0 * W;
+        real *mt = Mt + (size_t)n0 * W;
+        if (write) {
+            const real w = ww[n0];
+#pragma omp simd
+            for (int j = 0; j < W; ++j) mt[j] = m[j] + w * (wv[j] - m[j] * erase[j]);
+        }
+        real d[8];
+        FN(row_dots)(mt, keys, W, R, d, sq + n0);
+        for (int r = 0; r < R; ++r) dots[(size_t)r * N + n0] = d[r];
     }
     free(heap);
 }
