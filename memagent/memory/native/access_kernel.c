@@ -1101,8 +1101,9 @@ static void FN(key_dots_blocked)(int N, int W, const real *restrict M, const rea
     }
 }
 
-/* rows per pass of write_read_dots_r: TR (R + 1) accumulators in registers */
-#define WRD_TR(R) ((R) <= 4 ? 4 : 2)
+/* rows per pass of write_read_dots_r (TR (R + 1) accumulators in registers): 1. TR = 4 (R <= 4) was ~5%
+ * faster on a hot memory pass, but 1.2% slower in a train-step A/B against TR = 1 (4 store streams, cold) */
+#define WRD_TR(R) 1
 
 /* The erase-and-write M_t[n] = M[n] + w_n (v - M[n] o e) (when `write`; else M_t given) fused with the read
  * keys' dot products: dots[r, n] = k_r . M_t[n], sq[n] = |M_t[n]|^2 (W a multiple of 8, R <= 8). The keys,
