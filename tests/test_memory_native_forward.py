@@ -47,7 +47,8 @@ def test_tiled_link_forward_every_head_count(r, monkeypatch):
 @pytest.mark.parametrize(
     "n, w, r",
     [(8, 8, 4), (24, 16, 3), (40, 20, 8), (16, 64, 4), (12, 10, 4), (9, 7, 2), (30, 5, 1), (16, 9, 9)]
-    + [(13, 8, 12), (264, 136, 8)],  # the last: scratch beyond the kernel's stack buffers
+    + [(13, 8, 12), (264, 136, 8)]  # the last: scratch beyond the kernel's stack buffers
+    + [(21, 16, 3), (19, 24, 6), (56, 8, 5)],  # W a multiple of 8, N not (the last rows); R = 5
 )
 def test_forward_blocked_and_plain_sizes(n, w, r, monkeypatch):
     """Sizes that take the blocked paths (N a multiple of 8, R <= 8, W a multiple of 8) and sizes that do
@@ -58,9 +59,10 @@ def test_forward_blocked_and_plain_sizes(n, w, r, monkeypatch):
         assert_outputs_close(*forward_both(cfg, vector, state, monkeypatch))
 
 
-@pytest.mark.parametrize("n", [16, 24, 40, 21])
+@pytest.mark.parametrize("n", [16, 24, 40, 56, 21])
 def test_forward_usage_ties_keep_the_stable_order(n, monkeypatch):
-    """Equal usages inside and across the rank count's blocks of 16 and 8 slots, and N not a multiple of 8."""
+    """Equal usages inside and across the rank count's passes over 32, 16 and 8 slots (56 = 32 + 16 + 8),
+    and N not a multiple of 8."""
     cfg = MemoryConfig(memory_size=n, word_size=8, num_read_heads=4)
     vector, state = random_step(cfg, batch=2, seed=7, case="ties")
     assert_outputs_close(*forward_both(cfg, vector, state, monkeypatch))
@@ -128,3 +130,22 @@ def test_allocation_product_through_the_subnormal_range(dtype, monkeypatch):
     tol = dict(rtol=1e-4, atol=1e-6) if dtype == torch.float32 else dict(rtol=1e-12, atol=1e-13)
     for a, e in zip(got, expected):
         torch.testing.assert_close(a.double(), e.reshape(a.shape), **tol)
+
+
+@pytest.mark.parametrize(
+    "n, case", [(20, "random"), (128, "random"), (64, "zero"), (64, "ties"), (22, "random")]
+)
+def test_float32_allocation_in_four_chains(n, case, monkeypatch):
+    """float32 with N a multiple of 4: the allocation's product runs in double as four chains over quarters
+    of the free list, scaled by the quarters before (N=22: the sequential product). A zero state makes every
+    sorted usage eps (the product ~1e-6^j: quarters' products far below float's range, flushed to zero);
+    ties: equal usages. Against the torch path in float64."""
+    cfg = MemoryConfig(memory_size=n, word_size=8, num_read_heads=2)
+    vector, state = random_step(cfg, batch=3, seed=n, case=case)
+    monkeypatch.setenv("MEMAGENT_NATIVE", "1")
+    got = native.access_forward(cfg, vector.float(), *(t.float() for t in state))
+    assert all(torch.isfinite(t).all() for t in got)
+    monkeypatch.setenv("MEMAGENT_NATIVE", "0")
+    expected = fused._AccessStep.apply(vector, *state, cfg)[: len(got)]
+    for a, e in zip(got, expected):
+        torch.testing.assert_close(a.double(), e.reshape(a.shape), rtol=2e-5, atol=2e-6)

@@ -1122,27 +1122,26 @@ static void FN(softmax_backward)(const real *p, real *g, int n) {
     for (int i = 0; i < n; ++i) g[i] = p[i] * (g[i] - s);
 }
 
-/* k . M[n] into dots[n] and |M[n]|^2 into sq[n] for the N rows of M (W a multiple of 8): 4 rows at a
- * time, independent vector accumulators (one horizontal sum per row and quantity). */
+/* k . M[n] into dots[n] and |M[n]|^2 into sq[n] for the N rows of M (W a multiple of 8): 8 rows at a time,
+ * independent vector accumulators, the 8 rows' sums of a quantity by one transpose-and-add; the last rows
+ * (N not a multiple of 8) one at a time with horizontal sums. */
 static void FN(key_dots_blocked)(int N, int W, const real *restrict M, const real *restrict key,
                                  real *restrict dots, real *restrict sq) {
     const int nv = W / 8;
     int n = 0;
-    for (; n + 4 <= N; n += 4) {
-        FN(v8) d[4] = {{0}}, q[4] = {{0}};
+    for (; n + 8 <= N; n += 8) {
+        FN(v8) d[8] = {{0}}, q[8] = {{0}};
         const real *m = M + (size_t)n * W;
         for (int c = 0; c < nv; ++c) {
             const FN(v8) kv = FN(ld8)(key + 8 * c);
-            for (int t = 0; t < 4; ++t) {
+            for (int t = 0; t < 8; ++t) {
                 const FN(v8) x = FN(ld8)(m + (size_t)t * W + 8 * c);
                 d[t] += x * kv;
                 q[t] += x * x;
             }
         }
-        for (int t = 0; t < 4; ++t) {
-            dots[n + t] = FN(hsum8)(d[t]);
-            sq[n + t] = FN(hsum8)(q[t]);
-        }
+        FN(st8)(dots + n, FN(reduce8)(d));
+        FN(st8)(sq + n, FN(reduce8)(q));
     }
     for (; n < N; ++n) {
         FN(v8) d = {0}, q = {0};
@@ -1156,13 +1155,50 @@ static void FN(key_dots_blocked)(int N, int W, const real *restrict M, const rea
     }
 }
 
+/* rows per pass of write_read_dots_r (TR (R + 1) accumulators in registers): 1. TR = 4 (R <= 4) was ~5%
+ * faster on a hot memory pass, but 1.2% slower in a train-step A/B against TR = 1 (4 store streams, cold) */
+#define WRD_TR(R) 1
+
 /* The erase-and-write M_t[n] = M[n] + w_n (v - M[n] o e) (when `write`; else M_t given) fused with the read
  * keys' dot products: dots[r, n] = k_r . M_t[n], sq[n] = |M_t[n]|^2 (W a multiple of 8, R <= 8). The keys,
- * e and v are packed per column vector (constant offsets); each row of M is loaded once. */
+ * e and v are packed per column vector (constant offsets) and loaded once per TR rows (TR divides 8); each
+ * row of M is loaded once; the sums of 8 rows' accumulators of one quantity by one transpose-and-add. */
+static inline __attribute__((always_inline)) void FN(write_read_rows)(
+    int W, const FN(v8) *restrict pk, const real *restrict m, real *restrict mt, const real *restrict ww,
+    int write, FN(v8) *restrict q8, FN(v8) (*restrict a8)[8], const int R, const int TR) {
+    const int nv = W / 8, PS = R + 2;
+    real wn[8];
+    FN(v8) acc[8][8], q[8];
+    for (int t = 0; t < TR; ++t) {
+        wn[t] = ww[t];
+        q[t] = (FN(v8)){0};
+        for (int r = 0; r < R; ++r) acc[t][r] = (FN(v8)){0};
+    }
+    for (int c = 0; c < nv; ++c) {
+        const FN(v8) *P = pk + c * PS;
+        for (int t = 0; t < TR; ++t) {
+            FN(v8) x;
+            if (write) {
+                const FN(v8) mv = FN(ld8)(m + (size_t)t * W + 8 * c);
+                x = mv + wn[t] * (P[1] - mv * P[0]);
+                FN(st8)(mt + (size_t)t * W + 8 * c, x);
+            } else {
+                x = FN(ld8)(mt + (size_t)t * W + 8 * c);
+            }
+            q[t] += x * x;
+            for (int r = 0; r < R; ++r) acc[t][r] += x * P[2 + r];
+        }
+    }
+    for (int t = 0; t < TR; ++t) {
+        q8[t] = q[t];
+        for (int r = 0; r < R; ++r) a8[r][t] = acc[t][r];
+    }
+}
+
 static inline __attribute__((always_inline)) void FN(write_read_dots_r)(
     int N, int W, const real *restrict M, real *restrict Mt, const real *restrict ww,
     const real *restrict erase, const real *restrict wv, const real *restrict keys, real *restrict dots,
-    real *restrict sq, int write, const int R) {
+    real *restrict sq, int write, const int R, const int TR) {
     const int nv = W / 8, PS = R + 2;
     const size_t count = (size_t)nv * PS;
     FN(v8) stack[128], *heap = count > 128 ? (FN(v8) *)aligned_alloc(64, sizeof(FN(v8)) * count) : NULL;
@@ -1172,81 +1208,121 @@ static inline __attribute__((always_inline)) void FN(write_read_dots_r)(
         pk[c * PS + 1] = FN(ld8)(wv + 8 * c);
         for (int r = 0; r < R; ++r) pk[c * PS + 2 + r] = FN(ld8)(keys + (size_t)r * W + 8 * c);
     }
-    for (int n = 0; n < N; ++n) {
-        const real *m = M + (size_t)n * W;
-        real *mt = Mt + (size_t)n * W;
-        const real wn = ww[n];
-        FN(v8) acc[8], q = {0};
-        for (int r = 0; r < R; ++r) acc[r] = (FN(v8)){0};
-        for (int c = 0; c < nv; ++c) {
-            const FN(v8) *P = pk + c * PS;
-            FN(v8) x;
-            if (write) {
-                const FN(v8) mv = FN(ld8)(m + 8 * c);
-                x = mv + wn * (P[1] - mv * P[0]);
-                FN(st8)(mt + 8 * c, x);
-            } else {
-                x = FN(ld8)(mt + 8 * c);
-            }
-            q += x * x;
-            for (int r = 0; r < R; ++r) acc[r] += x * P[2 + r];
+    int n0 = 0;
+    for (; n0 + 8 <= N; n0 += 8) {
+        FN(v8) q8[8], a8[8][8];
+        for (int t = 0; t < 8; t += TR) {
+            const size_t o = (size_t)(n0 + t) * W;
+            FN(v8) at[8][8];
+            FN(write_read_rows)(W, pk, M + o, Mt + o, ww + n0 + t, write, q8 + t, at, R, TR);
+            for (int r = 0; r < R; ++r)
+                for (int u = 0; u < TR; ++u) a8[r][t + u] = at[r][u];
         }
-        for (int r = 0; r < R; ++r) dots[(size_t)r * N + n] = FN(hsum8)(acc[r]);
-        sq[n] = FN(hsum8)(q);
+        FN(st8)(sq + n0, FN(reduce8)(q8));
+        for (int r = 0; r < R; ++r) FN(st8)(dots + (size_t)r * N + n0, FN(reduce8)(a8[r]));
+    }
+    for (; n0 < N; ++n0) { /* the last rows (N not a multiple of 8): one at a time, generic */
+        const real *m = M + (size_t)n0 * W;
+        real *mt = Mt + (size_t)n0 * W;
+        if (write) {
+            const real w = ww[n0];
+#pragma omp simd
+            for (int j = 0; j < W; ++j) mt[j] = m[j] + w * (wv[j] - m[j] * erase[j]);
+        }
+        real d[8];
+        FN(row_dots)(mt, keys, W, R, d, sq + n0);
+        for (int r = 0; r < R; ++r) dots[(size_t)r * N + n0] = d[r];
     }
     free(heap);
 }
 
 /* The ascending stable order of s (N a multiple of 8): rank n = #{m: s_m < s_n} + #{m < n: s_m == s_n},
- * order[rank n] = n; vectorised over 16 (then 8) n at a time against one broadcast s_m: for m before an
- * n-block s_m <= s_n counts, after it s_m < s_n, inside it the full test. */
+ * order[rank n] = n; vectorised over NB blocks of 8 n at a time against one broadcast s_m (NB a constant:
+ * NB compares per broadcast): for m before an n-block s_m <= s_n counts, after it s_m < s_n, inside it the
+ * full test. */
+static inline __attribute__((always_inline)) void FN(rank_pass)(int N, const real *restrict s, int *restrict order,
+                                                                int n0, const int NB) {
+    FN(v8) v[4];
+    FN(iv8) cnt[4], idx[4];
+    for (int q = 0; q < NB; ++q) {
+        v[q] = FN(ld8)(s + n0 + 8 * q);
+        cnt[q] = (FN(iv8)){0};
+        for (int l = 0; l < 8; ++l) idx[q][l] = n0 + 8 * q + l;
+    }
+    for (int m = 0; m < n0; ++m) {
+        const FN(v8) sm = (FN(v8)){0} + s[m];
+        for (int q = 0; q < NB; ++q) cnt[q] -= sm <= v[q];
+    }
+    for (int qm = 0; qm < NB; ++qm) /* m inside the NB blocks: block qm */
+        for (int m = n0 + 8 * qm; m < n0 + 8 * qm + 8; ++m) {
+            const FN(v8) sm = (FN(v8)){0} + s[m];
+            for (int q = 0; q < NB; ++q) {
+                if (q < qm)
+                    cnt[q] -= sm < v[q];
+                else if (q > qm)
+                    cnt[q] -= sm <= v[q];
+                else
+                    cnt[q] -= (sm < v[q]) | ((sm == v[q]) & (m < idx[q]));
+            }
+        }
+    for (int m = n0 + 8 * NB; m < N; ++m) {
+        const FN(v8) sm = (FN(v8)){0} + s[m];
+        for (int q = 0; q < NB; ++q) cnt[q] -= sm < v[q];
+    }
+    for (int q = 0; q < NB; ++q)
+        for (int l = 0; l < 8; ++l) order[cnt[q][l]] = n0 + 8 * q + l;
+}
 
 static void FN(rank_order_blocked)(int N, const real *restrict s, int *restrict order) {
     int n0 = 0;
-    for (; n0 + 16 <= N; n0 += 16) { /* two blocks A = [n0, n0 + 8), B = [n0 + 8, n0 + 16) */
-        const FN(v8) va = FN(ld8)(s + n0), vb = FN(ld8)(s + n0 + 8);
-        FN(iv8) ca = {0}, cb = {0}, ia, ib;
-        for (int l = 0; l < 8; ++l) {
-            ia[l] = n0 + l;
-            ib[l] = n0 + 8 + l;
-        }
-        for (int m = 0; m < n0; ++m) {
-            const FN(v8) sm = (FN(v8)){0} + s[m];
-            ca -= sm <= va;
-            cb -= sm <= vb;
-        }
-        for (int m = n0; m < n0 + 8; ++m) {
-            const FN(v8) sm = (FN(v8)){0} + s[m];
-            ca -= (sm < va) | ((sm == va) & (m < ia));
-            cb -= sm <= vb;
-        }
-        for (int m = n0 + 8; m < n0 + 16; ++m) {
-            const FN(v8) sm = (FN(v8)){0} + s[m];
-            ca -= sm < va;
-            cb -= (sm < vb) | ((sm == vb) & (m < ib));
-        }
-        for (int m = n0 + 16; m < N; ++m) {
-            const FN(v8) sm = (FN(v8)){0} + s[m];
-            ca -= sm < va;
-            cb -= sm < vb;
-        }
-        for (int l = 0; l < 8; ++l) {
-            order[ca[l]] = n0 + l;
-            order[cb[l]] = n0 + 8 + l;
+    for (; n0 + 32 <= N; n0 += 32) FN(rank_pass)(N, s, order, n0, 4);
+    for (; n0 + 16 <= N; n0 += 16) FN(rank_pass)(N, s, order, n0, 2);
+    for (; n0 < N; n0 += 8) FN(rank_pass)(N, s, order, n0, 1);
+}
+
+/* The allocation over the free list (float32; N a multiple of 4, N <= 1024): su[j] = s[phi_j], the exclusive
+ * products sprod[j] = prod_{i<j} su[i], salloc[j] = (1 - su[j]) sprod[j], alloc[phi_j] = salloc[j]. The product
+ * runs in double as 4 independent chains over quarters of the list (a quarter's product of >= eps factors
+ * stays normal in double), then each quarter is scaled by the product of the quarters before it; the carried
+ * product is flushed to zero below FLT_MIN, and so are the float results (no subnormal arithmetic). One
+ * rounding to float instead of one per factor: within float rounding of the sequential product. */
+static void FN(alloc_sorted_split)(int N, const int *restrict order, const FN(pair) *restrict pairs,
+                                   real *restrict su, real *restrict sprod, real *restrict salloc,
+                                   real *restrict alloc) {
+    const int S = N / 4;
+    const real tiny = (real)FLT_MIN;
+    double part[1024];
+    for (int j = 0; j < N; ++j) su[j] = pairs[order[j]].v;
+    double p0 = 1, p1 = 1, p2 = 1, p3 = 1;
+    for (int j = 0; j < S; ++j) {
+        part[j] = p0;
+        part[S + j] = p1;
+        part[2 * S + j] = p2;
+        part[3 * S + j] = p3;
+        p0 *= su[j];
+        p1 *= su[S + j];
+        p2 *= su[2 * S + j];
+        p3 *= su[3 * S + j];
+    }
+    double carry[4] = {1, p0, 0, 0};
+    carry[1] = carry[1] < FLT_MIN ? 0 : carry[1];
+    carry[2] = carry[1] * p1;
+    carry[2] = carry[2] < FLT_MIN ? 0 : carry[2];
+    carry[3] = carry[2] * p2;
+    carry[3] = carry[3] < FLT_MIN ? 0 : carry[3];
+    for (int q = 0; q < 4; ++q) {
+        const double cq = carry[q];
+#pragma omp simd
+        for (int j = q * S; j < (q + 1) * S; ++j) {
+            const double pd = cq * part[j];
+            const real prod = pd < FLT_MIN ? 0 : (real)pd;
+            real a = (1 - su[j]) * prod;
+            a = a < tiny ? 0 : a;
+            sprod[j] = prod;
+            salloc[j] = a;
         }
     }
-    for (; n0 < N; n0 += 8) {
-        const FN(v8) v = FN(ld8)(s + n0);
-        FN(iv8) cnt = {0}, idx;
-        for (int l = 0; l < 8; ++l) idx[l] = n0 + l;
-        for (int m = 0; m < n0; ++m) cnt -= (FN(v8)){0} + s[m] <= v;
-        for (int m = n0; m < n0 + 8; ++m) {
-            const FN(v8) sm = (FN(v8)){0} + s[m];
-            cnt -= (sm < v) | ((sm == v) & (m < idx));
-        }
-        for (int m = n0 + 8; m < N; ++m) cnt -= (FN(v8)){0} + s[m] < v;
-        for (int l = 0; l < 8; ++l) order[cnt[l]] = n0 + l;
-    }
+    for (int j = 0; j < N; ++j) alloc[order[j]] = salloc[j];
 }
 
 /* The step up to the link: activations, usage u_t, write weighting w^w_t, M_t (into Mt), read
@@ -1355,17 +1431,21 @@ static void FN(stage_memory)(const access_cfg *c, FN(work) * k, const real *vec,
             real *restrict su = k->su, *restrict sprod = k->sprod, *restrict salloc = k->salloc;
             real *restrict alloc = k->alloc;
             const real tiny = sizeof(real) == 4 ? (real)FLT_MIN : (real)DBL_MIN;
-            real prod = 1;
-            for (int j = 0; j < N; ++j) {
-                const real sj = pairs[order[j]].v;
-                real a = (1 - sj) * prod;
-                a = a < tiny ? 0 : a;
-                su[j] = sj;
-                sprod[j] = prod;
-                salloc[j] = a;
-                alloc[order[j]] = a;
-                prod *= sj;
-                prod = prod < tiny ? 0 : prod;
+            if (sizeof(real) == 4 && N % 4 == 0 && N <= 1024) {
+                FN(alloc_sorted_split)(N, order, pairs, su, sprod, salloc, alloc);
+            } else {
+                real prod = 1;
+                for (int j = 0; j < N; ++j) {
+                    const real sj = pairs[order[j]].v;
+                    real a = (1 - sj) * prod;
+                    a = a < tiny ? 0 : a;
+                    su[j] = sj;
+                    sprod[j] = prod;
+                    salloc[j] = a;
+                    alloc[order[j]] = a;
+                    prod *= sj;
+                    prod = prod < tiny ? 0 : prod;
+                }
             }
         }
         for (int n = 0; n < N; ++n) k->ww[n] = wg * (ga * k->alloc[n] + (1 - ga) * k->wc[n]);
@@ -1393,7 +1473,7 @@ static void FN(stage_memory)(const access_cfg *c, FN(work) * k, const real *vec,
         /* k_r . M_t[n] into rsim[r, n], |M_t[n]|^2 into rnorm[n] (fused with the erase-and-write when
          * blocked); then the norms and cosines, vectorised */
         if (blocked) {
-#define CALL(RR) FN(write_read_dots_r)(N, W, M, Mt, k->ww, erase, wv, keys, k->rsim, k->rnorm, !have_mt, RR)
+#define CALL(RR) FN(write_read_dots_r)(N, W, M, Mt, k->ww, erase, wv, keys, k->rsim, k->rnorm, !have_mt, RR, WRD_TR(RR))
             LINK_SWITCH(R, CALL, )
 #undef CALL
         } else {
