@@ -101,7 +101,7 @@ def _bind(library: ctypes.CDLL) -> dict[str, object]:
     if not hasattr(library, "add_rows_f32"):  # e.g. benchmarks/dnc_speed.py --against an older revision
         raise RuntimeError(
             "native kernel library from before the LSTM functions took row strides (no add_rows): the "
-            "sequence cannot call it; compare against a kernel of this revision or later"
+            "sequence cannot call it; compare whole trees instead (benchmarks/dnc_speed.py --against REV)"
         )
     pointer = ctypes.c_void_p
     functions = {}

@@ -1155,50 +1155,41 @@ static void FN(key_dots_blocked)(int N, int W, const real *restrict M, const rea
     }
 }
 
-/* rows per pass of write_read_dots_r (TR (R + 1) accumulators in registers): 1. TR = 4 (R <= 4) was ~5%
- * faster on a hot memory pass, but 1.2% slower in a train-step A/B against TR = 1 (4 store streams, cold) */
-#define WRD_TR(R) 1
-
 /* The erase-and-write M_t[n] = M[n] + w_n (v - M[n] o e) (when `write`; else M_t given) fused with the read
  * keys' dot products: dots[r, n] = k_r . M_t[n], sq[n] = |M_t[n]|^2 (W a multiple of 8, R <= 8). The keys,
- * e and v are packed per column vector (constant offsets) and loaded once per TR rows (TR divides 8); each
- * row of M is loaded once; the sums of 8 rows' accumulators of one quantity by one transpose-and-add. */
-static inline __attribute__((always_inline)) void FN(write_read_rows)(
-    int W, const FN(v8) *restrict pk, const real *restrict m, real *restrict mt, const real *restrict ww,
-    int write, FN(v8) *restrict q8, FN(v8) (*restrict a8)[8], const int R, const int TR) {
+ * e and v are packed per column vector (constant offsets); each row of M is loaded once; the sums of 8 rows'
+ * accumulators of one quantity by one transpose-and-add. (4 rows per pass, the packed vectors loaded once
+ * per 4 rows, was ~5% faster on a hot memory pass but 1.2-1.9% slower in train-step A/Bs: 4 store streams
+ * into cold memory.) */
+/* One row: its R + 1 accumulators (8 lanes each) into a[r] and q. */
+static inline __attribute__((always_inline)) void FN(write_read_row)(int W, const FN(v8) *restrict pk,
+                                                                    const real *restrict m, real *restrict mt,
+                                                                    real wn, int write, FN(v8) *restrict q,
+                                                                    FN(v8) *restrict a, const int R) {
     const int nv = W / 8, PS = R + 2;
-    real wn[8];
-    FN(v8) acc[8][8], q[8];
-    for (int t = 0; t < TR; ++t) {
-        wn[t] = ww[t];
-        q[t] = (FN(v8)){0};
-        for (int r = 0; r < R; ++r) acc[t][r] = (FN(v8)){0};
-    }
+    FN(v8) acc[8], qq = {0};
+    for (int r = 0; r < R; ++r) acc[r] = (FN(v8)){0};
     for (int c = 0; c < nv; ++c) {
         const FN(v8) *P = pk + c * PS;
-        for (int t = 0; t < TR; ++t) {
-            FN(v8) x;
-            if (write) {
-                const FN(v8) mv = FN(ld8)(m + (size_t)t * W + 8 * c);
-                x = mv + wn[t] * (P[1] - mv * P[0]);
-                FN(st8)(mt + (size_t)t * W + 8 * c, x);
-            } else {
-                x = FN(ld8)(mt + (size_t)t * W + 8 * c);
-            }
-            q[t] += x * x;
-            for (int r = 0; r < R; ++r) acc[t][r] += x * P[2 + r];
+        FN(v8) x;
+        if (write) {
+            const FN(v8) mv = FN(ld8)(m + 8 * c);
+            x = mv + wn * (P[1] - mv * P[0]);
+            FN(st8)(mt + 8 * c, x);
+        } else {
+            x = FN(ld8)(mt + 8 * c);
         }
+        qq += x * x;
+        for (int r = 0; r < R; ++r) acc[r] += x * P[2 + r];
     }
-    for (int t = 0; t < TR; ++t) {
-        q8[t] = q[t];
-        for (int r = 0; r < R; ++r) a8[r][t] = acc[t][r];
-    }
+    *q = qq;
+    for (int r = 0; r < R; ++r) a[r] = acc[r];
 }
 
 static inline __attribute__((always_inline)) void FN(write_read_dots_r)(
     int N, int W, const real *restrict M, real *restrict Mt, const real *restrict ww,
     const real *restrict erase, const real *restrict wv, const real *restrict keys, real *restrict dots,
-    real *restrict sq, int write, const int R, const int TR) {
+    real *restrict sq, int write, const int R) {
     const int nv = W / 8, PS = R + 2;
     const size_t count = (size_t)nv * PS;
     FN(v8) stack[128], *heap = count > 128 ? (FN(v8) *)aligned_alloc(64, sizeof(FN(v8)) * count) : NULL;
@@ -1210,13 +1201,11 @@ static inline __attribute__((always_inline)) void FN(write_read_dots_r)(
     }
     int n0 = 0;
     for (; n0 + 8 <= N; n0 += 8) {
-        FN(v8) q8[8], a8[8][8];
-        for (int t = 0; t < 8; t += TR) {
+        FN(v8) q8[8], a8[8][8], at[8];
+        for (int t = 0; t < 8; ++t) {
             const size_t o = (size_t)(n0 + t) * W;
-            FN(v8) at[8][8];
-            FN(write_read_rows)(W, pk, M + o, Mt + o, ww + n0 + t, write, q8 + t, at, R, TR);
-            for (int r = 0; r < R; ++r)
-                for (int u = 0; u < TR; ++u) a8[r][t + u] = at[r][u];
+            FN(write_read_row)(W, pk, M + o, Mt + o, ww[n0 + t], write, q8 + t, at, R);
+            for (int r = 0; r < R; ++r) a8[r][t] = at[r];
         }
         FN(st8)(sq + n0, FN(reduce8)(q8));
         for (int r = 0; r < R; ++r) FN(st8)(dots + (size_t)r * N + n0, FN(reduce8)(a8[r]));
@@ -1473,7 +1462,7 @@ static void FN(stage_memory)(const access_cfg *c, FN(work) * k, const real *vec,
         /* k_r . M_t[n] into rsim[r, n], |M_t[n]|^2 into rnorm[n] (fused with the erase-and-write when
          * blocked); then the norms and cosines, vectorised */
         if (blocked) {
-#define CALL(RR) FN(write_read_dots_r)(N, W, M, Mt, k->ww, erase, wv, keys, k->rsim, k->rnorm, !have_mt, RR, WRD_TR(RR))
+#define CALL(RR) FN(write_read_dots_r)(N, W, M, Mt, k->ww, erase, wv, keys, k->rsim, k->rnorm, !have_mt, RR)
             LINK_SWITCH(R, CALL, )
 #undef CALL
         } else {
