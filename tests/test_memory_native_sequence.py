@@ -1,7 +1,8 @@
 """The native DNC recurrence (memagent.memory.native.sequence): its pooled buffers (the per-step states kept
 for backward, the gates and the gradient buffers are views of pooled flat buffers, reused only once
 nothing refers to them; the numbers equal those of fresh buffers bit for bit), and the controller's side
-(one product per step each way, the LSTM kernels' row strides, the transpose and row helpers)."""
+(one product per step each way against weights packed once per call, the LSTM kernels' row strides, the
+transpose and row helpers)."""
 
 from __future__ import annotations
 
@@ -241,6 +242,100 @@ def test_transpose_kernel_of_a_strided_block(shape):
     assert (dst[:, rows:] == -1).all()
 
 
+def unpack(kernels, packed: torch.Tensor, rows: int, cols: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The (rows, cols) weight in a packed buffer (panels of ``panel_lanes`` columns), and its pad lanes."""
+    full = packed.view(-1, rows, kernels.panel_lanes).permute(1, 0, 2).reshape(rows, -1)  # (k, panel lanes)
+    return full[:, :cols], full[:, cols:]
+
+
+@pytest.mark.parametrize("dtype", [F64, torch.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("split", [0, 3, 10, 16, 21], ids=lambda s: f"split{s}")
+def test_pack_panels_of_two_blocks_of_any_strides(dtype, split):
+    """A (12, 37) weight packed from two blocks split at column `split` (inside a panel or on its edge), a
+    column slice of a wider matrix and a transposed view, as [W_r | W_hh] and [W_r | W_hh]^T are packed; or
+    split by rows: the panels hold the weight, and zeros past its last column."""
+    kernels = native.load()[dtype]
+    rows, cols = 12, 37
+    weight = torch.randn(rows, cols, dtype=dtype)
+    wide = torch.randn(rows, cols + 9, dtype=dtype)
+    wide[:, 4 : 4 + split] = weight[:, :split]
+    transposed = weight[:, split:].t().contiguous().t()  # strides (1, rows)
+    blocks = [(wide[:, 4 : 4 + split], 0, 0), (transposed, 0, split)]
+    packed = sequence._packed(kernels, weight, rows, cols, [b for b in blocks if b[0].shape[1]])
+    values, pad = unpack(kernels, packed, rows, cols)
+    assert torch.equal(values, weight) and (pad == 0).all()
+    by_rows = [(weight[:5], 0, 0), (weight[5:].t().contiguous().t(), 5, 0)]
+    assert torch.equal(sequence._packed(kernels, weight, rows, cols, by_rows), packed)
+
+
+def check_packed_products(kernels, dtype, accumulate: int) -> None:
+    """out (+)= a w as torch computes it, for batches of 1 to 19 and 33 rows (every block of rows and panels,
+    their remainders), widths around the panel width, a and out with row strides (out's other columns
+    untouched), on one and two threads."""
+    g = torch.Generator().manual_seed(0)
+    tol = dict(rtol=1e-12, atol=1e-12) if dtype == F64 else dict(rtol=2e-5, atol=2e-5)
+    lanes = kernels.panel_lanes
+    for k, n in [(1, 1), (7, lanes - 1), (40, lanes + 3), (129, 3 * lanes + 5)]:
+        w = torch.randn(k, n, generator=g, dtype=dtype)
+        packed = sequence._packed(kernels, w, k, n, [(w, 0, 0)])
+        for batch in [*range(1, 20), 33]:
+            a = torch.randn(batch, k + 3, generator=g, dtype=dtype)[:, 2 : 2 + k]
+            out = torch.randn(batch, n + 4, generator=g, dtype=dtype)
+            expected = (out[:, 1 : 1 + n] if accumulate else 0) + a @ w
+            for threads in (1, 2):
+                got = out.clone()
+                kernels.packed_product(
+                    batch, k, n, a.data_ptr(), a.stride(0), packed.data_ptr(), got[:, 1:].data_ptr(),
+                    got.stride(0), accumulate, threads,
+                )  # fmt: skip
+                torch.testing.assert_close(got[:, 1 : 1 + n], expected, **tol)
+                assert torch.equal(got[:, 0], out[:, 0]) and torch.equal(got[:, 1 + n :], out[:, 1 + n :])
+
+
+@pytest.mark.parametrize("dtype", [F64, torch.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("accumulate", [0, 1], ids=["out=", "out+="])
+def test_packed_product_matches_torch_for_every_block_shape(dtype, accumulate):
+    check_packed_products(native.load()[dtype], dtype, accumulate)
+
+
+@pytest.mark.skipif("avx2" not in cbuild.cpu_flags().split(), reason="the CPU has no AVX2")
+def test_packed_product_of_an_avx2_build(tmp_path, monkeypatch):
+    """The blocks of a build with AVX2 but not AVX-512 (8-lane panels, 6 rows x 2 panels; -O0: quick to
+    build), whatever this CPU's own build uses."""
+    import ctypes
+
+    monkeypatch.setenv("MEMAGENT_CACHE_DIR", str(tmp_path))
+    flags = [f for f in cbuild.portable_flags(native._FLAGS) if f != "-O3"] + ["-O0", "-mavx2", "-mfma"]
+    kernels = native._bind(ctypes.CDLL(str(cbuild.compile_library(native._SOURCE, flags))))
+    assert kernels[torch.float32].panel_lanes == 8
+    for dtype in (F64, torch.float32):
+        check_packed_products(kernels[dtype], dtype, accumulate=1)
+
+
+@pytest.mark.parametrize("dtype", [F64, torch.float32], ids=["f64", "f32"])
+def test_packed_product_rows_do_not_depend_on_the_batch(dtype):
+    """Each row's result is the same, bit for bit, alone, in batches of every size and on two threads: its
+    K terms are summed in one order whatever block of rows and panels computes it."""
+    kernels = native.load()[dtype]
+    g = torch.Generator().manual_seed(1)
+    k, n = 75, 5 * kernels.panel_lanes + 3
+    w = torch.randn(k, n, generator=g, dtype=dtype)
+    packed = sequence._packed(kernels, w, k, n, [(w, 0, 0)])
+    a = torch.randn(19, k, generator=g, dtype=dtype)
+    start = torch.randn(19, n, generator=g, dtype=dtype)
+
+    def product(rows: torch.Tensor, init: torch.Tensor, threads: int = 1) -> torch.Tensor:
+        out = init.clone()
+        rows_a, packed_a, out_a = rows.data_ptr(), packed.data_ptr(), out.data_ptr()
+        kernels.packed_product(rows.shape[0], k, n, rows_a, k, packed_a, out_a, n, 1, threads)
+        return out
+
+    alone = torch.cat([product(a[i : i + 1], start[i : i + 1]) for i in range(19)])
+    for batch in range(2, 20):
+        assert torch.equal(product(a[:batch], start[:batch]), alone[:batch])
+    assert torch.equal(product(a, start, threads=2), alone)
+
+
 def test_add_rows_kernel_adds_or_copies_strided_rows():
     kernels = native.load()[torch.float32]
     a = torch.randn(4, 9)[:, 1:7]
@@ -301,8 +396,9 @@ def test_output_gradients_of_any_row_layout():
 
 def test_portable_build_runs_the_sequence(tmp_path, monkeypatch):
     """The fallback build (no -march=native, the older-GCC lane shuffles forced; -O0 here: it compiles
-    several times faster than -O3, which test_memory_native's portable test builds) transposes the weights
-    (8 x 8 register blocks and edges) and runs the whole sequence with the default build's numbers."""
+    several times faster than -O3, which test_memory_native's portable test builds) transposes (8 x 8
+    register blocks and edges), packs the weights and multiplies with its own panel width and blocks, and
+    runs the whole sequence with the default build's numbers."""
     import ctypes
 
     from memagent import cbuild
@@ -317,6 +413,13 @@ def test_portable_build_runs_the_sequence(tmp_path, monkeypatch):
         dst = torch.empty(33, 17, dtype=dtype)
         kernels[dtype].transpose(17, 33, src.data_ptr(), src.stride(0), dst.data_ptr(), 17)
         assert torch.equal(dst, src.t())
+        # the packed products with this build's panel width and blocks (packed through the transposes)
+        w, a = torch.randn(21, 45, dtype=dtype), torch.randn(11, 21, dtype=dtype)
+        packed = sequence._packed(kernels[dtype], w, 21, 45, [(w.t().contiguous().t(), 0, 0)])
+        out = torch.empty(11, 45, dtype=dtype)
+        product = kernels[dtype].packed_product
+        product(11, 21, 45, a.data_ptr(), 21, packed.data_ptr(), out.data_ptr(), 45, 0, 1)
+        torch.testing.assert_close(out, a @ w, rtol=1e-5, atol=1e-5)
     model, x, starts = make_case(batch=4, steps=5)
     expected = run(model, x, starts)
     monkeypatch.setitem(native._STATE, "functions", kernels)

@@ -90,6 +90,9 @@ class _Kernels(NamedTuple):
     erase_write: Callable
     add_rows: Callable
     transpose: Callable
+    pack_panels: Callable
+    packed_product: Callable
+    panel_lanes: int
 
 
 def enabled() -> bool:
@@ -128,11 +131,31 @@ def _bind(library: ctypes.CDLL) -> dict[str, object]:
         transpose = getattr(library, f"transpose_{suffix}")  # (rows, cols, src, lds, dst, ldd)
         transpose.argtypes = [integer, integer, pointer, integer, pointer, integer]
         transpose.restype = None
+        # (K, n, src, sk, sn, dst, rows, k0, n0, cols)
+        pack_panels = getattr(library, f"pack_panels_{suffix}")
+        long = ctypes.c_long
+        pack_panels.argtypes = [integer, integer, pointer, long, long, pointer] + [integer] * 4
+        pack_panels.restype = None
+        # (B, K, n, a, lda, packed weight, out, ldo, accumulate, threads)
+        packed_product = getattr(library, f"packed_product_{suffix}")
+        packed_product.argtypes = [integer] * 3 + [pointer, integer, pointer, pointer] + [integer] * 3
+        packed_product.restype = None
+        panel_lanes = getattr(library, f"panel_lanes_{suffix}")
+        panel_lanes.restype = ctypes.c_int
         erase_write = getattr(library, f"erase_write_{suffix}")
         erase_write.argtypes = [ctypes.POINTER(_Config)] + [pointer] * 4
         erase_write.restype = None
         functions[dtype] = _Kernels(
-            forward, backward, lstm_forward, lstm_backward, erase_write, add_rows, transpose
+            forward,
+            backward,
+            lstm_forward,
+            lstm_backward,
+            erase_write,
+            add_rows,
+            transpose,
+            pack_panels,
+            packed_product,
+            panel_lanes(),
         )
     return functions
 

@@ -152,6 +152,19 @@ def _addresses(buffer: Tensor) -> list[int]:
     return [base + t * step for t in range(buffer.shape[0])]
 
 
+def _packed(kernels, like: Tensor, rows: int, cols: int, blocks: list[tuple[Tensor, int, int]]) -> Tensor:
+    """A (rows, cols) weight packed for ``kernels.packed_product`` (column panels: see ``pack_panels`` in
+    access_kernel.c) from ``(block, k0, n0)``: each block a (k, n) tensor of any strides, placed at rows
+    k0.., columns n0.."""
+    lanes = kernels.panel_lanes
+    packed = like.new_empty(-(-cols // lanes) * rows * lanes)
+    for block, k0, n0 in blocks:
+        k, n = block.shape
+        sk, sn = block.stride()
+        kernels.pack_panels(k, n, block.data_ptr(), sk, sn, packed.data_ptr(), rows, k0, n0, cols)
+    return packed
+
+
 def _other(pair: tuple[Tensor, Tensor], current: Tensor | None) -> Tensor:
     """The buffer of ``pair`` that is not ``current`` (ping-pong gradient buffers of the reverse loop)."""
     return pair[1] if current is pair[0] else pair[0]
@@ -168,15 +181,11 @@ def _forward(config, x, w_ih, w_hh, b_gates, w_i, b_i, state, resets: dict[int, 
     vsize = w_i.shape[0]
     rsize = r * w
     rhsize = rsize + hsize
-    # the controller's per-step products, one each in MKL's no-copy NN form: gates_t += [r_{t-1} | h_{t-1}]
-    # W_rh^T and vecs_t += h_t W_i^T, with W_rh^T = [W_r | W_hh]^T (R W + H, 4H) and W_i^T (H, V) contiguous
-    # copies made once per call (with the transposed views MKL packed the weight at every step)
-    w_rh_t, w_i_t = x.new_empty(rhsize, 4 * hsize), x.new_empty(hsize, vsize)
-    w_ih, w_hh, w_i = w_ih.contiguous(), w_hh.contiguous(), w_i.contiguous()
-    w_r_a = w_ih.data_ptr() + in_size * x.element_size()
-    kernels.transpose(4 * hsize, rsize, w_r_a, in_size + rsize, w_rh_t.data_ptr(), 4 * hsize)
-    kernels.transpose(4 * hsize, hsize, w_hh.data_ptr(), hsize, w_rh_t[rsize].data_ptr(), 4 * hsize)
-    kernels.transpose(vsize, hsize, w_i.data_ptr(), hsize, w_i_t.data_ptr(), vsize)
+    # the controller's per-step products gates_t += [r_{t-1} | h_{t-1}] W_rh^T and vecs_t += h_t W_i^T, with
+    # W_rh^T = [W_r | W_hh]^T (R W + H, 4H) and W_i^T (H, V) packed once per call (see _packed)
+    w_r = w_ih[:, in_size:]
+    w_rh_t = _packed(kernels, x, rhsize, 4 * hsize, [(w_r.t(), 0, 0), (w_hh.t(), rsize, 0)])
+    w_i_t = _packed(kernels, x, hsize, vsize, [(w_i.t(), 0, 0)])
     # rhbuf[t] = [r_t | h_t], the controller's input rows: the LSTM kernel writes h_t there (row stride
     # R W + H), r_t is copied from the access step's contiguous reads (rbuf, the reads output)
     rhbuf = x.new_empty(steps + 1, batch, rhsize)
@@ -211,26 +220,25 @@ def _forward(config, x, w_ih, w_hh, b_gates, w_i, b_i, state, resets: dict[int, 
     cfg = native._config(config, batch, vsize, threads)
     ptr = native._ptr
     # per-step views, made once (indexing in the loop costs a dispatch each)
-    gates_s, vecs_s = gates.unbind(0), vecs.unbind(0)
-    rh_s, h_s, c_s = rhbuf.unbind(0), rhbuf[:, :, rsize:].unbind(0), cbuf.unbind(0)
+    rh_s, c_s = rhbuf.unbind(0), cbuf.unbind(0)
     gates_a, vecs_a, rh_a, c_a, r_a = (_addresses(f) for f in (gates, vecs, rhbuf, cbuf, rbuf))
     h_a = [a + rsize * x.element_size() for a in rh_a]
     step_inputs: list[tuple] = []
     reset_inputs: dict[int, tuple[Tensor, Tensor]] = {}  # ([r | h], c) entering a reset step
+    product, w_rh_t_a, w_i_t_a = kernels.packed_product, w_rh_t.data_ptr(), w_i_t.data_ptr()
     for t in _steps(range(steps), threads, batch):
-        rh_in = rh_s[t]
-        c_in_a = c_a[t]
+        rh_in_a, c_in_a = rh_a[t], c_a[t]
         if t in resets:
             mask = resets[t]
-            rh_in, c_in = _masked(rh_in, mask), _masked(c_s[t], mask)
+            rh_in, c_in = _masked(rh_s[t], mask), _masked(c_s[t], mask)
             reset_inputs[t] = (rh_in, c_in)
-            c_in_a = ptr(c_in)
+            rh_in_a, c_in_a = ptr(rh_in), ptr(c_in)
             memory, usage, rw, ww = (_masked(f, mask) for f in (memory, usage, rw, ww))
             if links:
                 link, prec = _masked(link, mask), _masked(prec, mask)
-        gates_s[t].addmm_(rh_in, w_rh_t)
+        product(batch, rhsize, 4 * hsize, rh_in_a, rhsize, w_rh_t_a, gates_a[t], 4 * hsize, 1, threads)
         kernels.lstm_forward(batch, hsize, gates_a[t], c_in_a, h_a[t + 1], rhsize, c_a[t + 1], threads)
-        vecs_s[t].addmm_(h_s[t + 1], w_i_t)
+        product(batch, hsize, vsize, h_a[t + 1], rhsize, w_i_t_a, vecs_a[t], vsize, 1, threads)
         if t == last:  # the final state: new tensors (outputs)
             new_memory, new_usage = torch.empty_like(memory), torch.empty_like(usage)
             new_link = torch.empty_like(link) if links else link
@@ -385,16 +393,18 @@ def _backward(config, resets, buffers, x, w_ih, w_hh, w_i, state, grads, need_x:
     ptr = native._ptr
     w_ih_x = w_ih[:, :in_size]
     # [dr_{t-1} | dh_{t-1}] = dgates_t [W_r | W_hh]: one product per step into one buffer (read before the
-    # next step's product overwrites it)
-    w_rh = torch.cat([w_ih[:, in_size:], w_hh], dim=1)
+    # next step's product overwrites it); dh_t's part dvecs_t W_i. The weights packed once (see _packed).
+    w_rh = _packed(kernels, x, 4 * hsize, rhsize, [(w_ih[:, in_size:], 0, 0), (w_hh, 0, rsize)])
+    w_i_p = _packed(kernels, x, vsize, hsize, [(w_i, 0, 0)])
+    product, w_rh_a, w_i_a = kernels.packed_product, w_rh.data_ptr(), w_i_p.data_ptr()
     g_rh = x.new_empty(batch, rhsize)
+    g_rh_a = g_rh.data_ptr()
     g_r_view, gh_view = g_rh[:, :rsize], g_rh[:, rsize:]
     g_reads_t = x.new_empty(batch, rsize)  # dr_t from the output and from the next step's controller
     gh_vec = x.new_empty(batch, hsize)  # dvecs_t W_i: dh_t's part from the interface layer
     gc_pair = (x.new_empty(batch, hsize), x.new_empty(batch, hsize))  # dc_{t-1} written, dc_t read
     g_reads_t_a, gh_vec_a = g_reads_t.data_ptr(), gh_vec.data_ptr()
     gates_a, vecs_a, c_a, g_gates_a, g_vecs_a = (_addresses(f) for f in (gates, vecs, cbuf, g_gates, g_vecs))
-    g_gates_s, g_vecs_s = g_gates.unbind(0), g_vecs.unbind(0)
     # d hiddens[:, t] and d reads[:, t]: rows of the (B, T, .) output gradients (their row strides: ld)
     size = x.element_size()
     g_hid_a = [g_hiddens.data_ptr() + t * g_hiddens.stride(1) * size for t in range(steps)]
@@ -447,7 +457,7 @@ def _backward(config, resets, buffers, x, w_ih, w_hh, w_i, state, grads, need_x:
         g_memory, g_usage, g_link, g_prec, g_rw, g_ww = outs
         own_grads = True
         next_memory = kept_memory
-        torch.mm(g_vecs_s[t], w_i, out=gh_vec)
+        product(batch, vsize, hsize, g_vecs_a[t], vsize, w_i_a, gh_vec_a, hsize, 0, threads)
         gc_prev = _other(gc_pair, gc)
         kernels.lstm_backward(  # dh_t = dvecs_t W_i + d hiddens[:, t] + the next step's dh_t
             batch,
@@ -467,7 +477,7 @@ def _backward(config, resets, buffers, x, w_ih, w_hh, w_i, state, grads, need_x:
             threads,
         )
         gc = gc_prev
-        torch.mm(g_gates_s[t], w_rh, out=g_rh)
+        product(batch, 4 * hsize, rhsize, g_gates_a[t], 4 * hsize, w_rh_a, g_rh_a, rhsize, 0, threads)
         g_r, gh = g_r_view, gh_view
         if t in resets:  # the state entering step t was reset for these samples
             mask = resets[t]
