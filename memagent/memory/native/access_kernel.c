@@ -2303,7 +2303,7 @@ static void FN(product_chunk)(const void *job, int p0, int p1) {
 }
 
 /* out (B, n), row stride ldo, (+)= a (B, K), row stride lda, times the weight packed by pack_panels (K, n):
- * accumulate != 0 adds to out. a is first copied k-major by row blocks (on the stack up to 8192 values):
+ * accumulate != 0 adds to out. a is first transposed by row blocks (on the stack up to 8192 values):
  * one pointer then walks a block's rows (with a row stride the compiler kept MR row pointers and spilled
  * them). The panels are split over up to `threads` threads. */
 void FN(packed_product)(int B, int K, int n, const real *a, int lda, const real *pk, real *out, int ldo,
@@ -2317,11 +2317,7 @@ void FN(packed_product)(int B, int K, int n, const real *a, int lda, const real 
     real *at = count <= 8192 ? stack : (real *)malloc(sizeof(real) * count);
     for (int i0 = 0; i0 < B;) {
         const int MR = FN(block_rows)(first < B - i0 ? first : B - i0);
-        real *x = at + (size_t)i0 * K;
-        for (int r = 0; r < MR; ++r) {
-            const real *row = a + (size_t)(i0 + r) * lda;
-            for (int k = 0; k < K; ++k) x[(size_t)k * MR + r] = row[k];
-        }
+        FN(transpose)(MR, K, a + (size_t)i0 * lda, lda, at + (size_t)i0 * K, MR);
         i0 += MR;
     }
     const FN(product_job) job = {B, K, n, first, group, at, pk, out, ldo, accumulate};
