@@ -347,15 +347,18 @@ def test_add_rows_kernel_adds_or_copies_strided_rows():
     assert torch.equal(out[:, :6], a)
 
 
+@pytest.mark.parametrize("steps", [2, 16], ids=["torch-products", "packed-products"])
 @pytest.mark.parametrize("batch", [1, 2, 4])
 @pytest.mark.parametrize("links", [True, False], ids=["links", "no-links"])
-def test_one_controller_product_per_step_matches_the_torch_path(batch, links, monkeypatch):
-    """[r_{t-1} | h_{t-1}] [W_r | W_hh]^T as one product forward and dgates_t [W_r | W_hh] backward, at every
-    batch size (B = 1 included: a matrix-vector product), with resets: outputs, final state and every
-    gradient (x and the initial state included) as on the differentiable torch path (float64)."""
-    model, x, starts = make_case(links, batch=batch, steps=6, seed=3)
+def test_one_controller_product_per_step_matches_the_torch_path(batch, links, steps, monkeypatch):
+    """[r_{t-1} | h_{t-1}] [W_r | W_hh]^T as one product forward and dgates_t [W_r | W_hh] backward (against
+    packed weights; torch's products for calls under PACK_MIN_ROWS rows), at every batch size (B = 1
+    included: a matrix-vector product), with resets: outputs, final state and every gradient (x and the
+    initial state included) as on the differentiable torch path (float64)."""
+    assert sequence._packs(steps, batch) == (steps == 16)
+    model, x, starts = make_case(links, batch=batch, steps=steps, seed=3)
     starts[:, 0] = False
-    starts[0, 3] = True
+    starts[0, steps // 2] = True
     native_run = run(model, x, starts)
     monkeypatch.setenv("MEMAGENT_NATIVE", "0")
     torch_run = run(model, x, starts)

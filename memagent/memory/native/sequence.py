@@ -1,6 +1,7 @@
 """The whole DNC recurrence (LSTM controller + one-write-head memory access) over a sequence as one
-autograd node, on the native CPU kernel: the loop runs the controller's matrix products in torch
-(BLAS) and the LSTM cell and the memory-access step in C, with no autograd bookkeeping per step; the
+autograd node, on the native CPU kernel: the loop runs the controller's matrix products (against weights
+packed once per call; in torch for short calls, see :data:`PACK_MIN_ROWS`), the LSTM cell and the
+memory-access step in C, with no autograd bookkeeping per step; the
 hand-written backward runs the loop in reverse and forms the weight gradients at the end with one
 matrix product per weight (over all steps at once).
 
@@ -36,6 +37,13 @@ KEEP_AUX = True
 #: while the kernel splits its batch loops over threads, run torch's own small per-step ops (the
 #: controller's matrix products) on one thread inside the step loops (see :func:`_steps`)
 SERIAL_TORCH_IN_LOOP = True
+
+#: the controller's per-step products run against weights packed once per call (the kernel's
+#: ``packed_product``: about 0.8x the time of MKL's products in a train step) when the call has at least
+#: this many rows, steps x batch with batches under 4 counted as 4 (see :func:`_packs`); smaller calls (a
+#: policy's one-step calls) use torch's products with the weights as they are: packing costs about as much
+#: as the products of ~64 rows (measured at B = 1, 4, 8, 16, T = 1-64, train steps and no-grad forwards)
+PACK_MIN_ROWS = 64
 
 
 #: the forward's and backward's large per-call buffers (the per-step states kept for backward, the gates,
@@ -152,6 +160,11 @@ def _addresses(buffer: Tensor) -> list[int]:
     return [base + t * step for t in range(buffer.shape[0])]
 
 
+def _packs(steps: int, batch: int) -> bool:
+    """Whether a call of ``steps`` x ``batch`` runs its controller products against packed weights."""
+    return steps * max(batch, 4) >= PACK_MIN_ROWS
+
+
 def _packed(kernels, like: Tensor, rows: int, cols: int, blocks: list[tuple[Tensor, int, int]]) -> Tensor:
     """A (rows, cols) weight packed for ``kernels.packed_product`` (column panels: see ``pack_panels`` in
     access_kernel.c) from ``(block, k0, n0)``: each block a (k, n) tensor of any strides, placed at rows
@@ -182,10 +195,13 @@ def _forward(config, x, w_ih, w_hh, b_gates, w_i, b_i, state, resets: dict[int, 
     rsize = r * w
     rhsize = rsize + hsize
     # the controller's per-step products gates_t += [r_{t-1} | h_{t-1}] W_rh^T and vecs_t += h_t W_i^T, with
-    # W_rh^T = [W_r | W_hh]^T (R W + H, 4H) and W_i^T (H, V) packed once per call (see _packed)
+    # W_rh^T = [W_r | W_hh]^T (R W + H, 4H) and W_i^T (H, V) packed once per call (see _packed); short
+    # calls: torch's products with the transposed views
     w_r = w_ih[:, in_size:]
-    w_rh_t = _packed(kernels, x, rhsize, 4 * hsize, [(w_r.t(), 0, 0), (w_hh.t(), rsize, 0)])
-    w_i_t = _packed(kernels, x, hsize, vsize, [(w_i.t(), 0, 0)])
+    packed = _packs(steps, batch)
+    if packed:
+        w_rh_t = _packed(kernels, x, rhsize, 4 * hsize, [(w_r.t(), 0, 0), (w_hh.t(), rsize, 0)])
+        w_i_t = _packed(kernels, x, hsize, vsize, [(w_i.t(), 0, 0)])
     # rhbuf[t] = [r_t | h_t], the controller's input rows: the LSTM kernel writes h_t there (row stride
     # R W + H), r_t is copied from the access step's contiguous reads (rbuf, the reads output)
     rhbuf = x.new_empty(steps + 1, batch, rhsize)
@@ -221,24 +237,33 @@ def _forward(config, x, w_ih, w_hh, b_gates, w_i, b_i, state, resets: dict[int, 
     ptr = native._ptr
     # per-step views, made once (indexing in the loop costs a dispatch each)
     rh_s, c_s = rhbuf.unbind(0), cbuf.unbind(0)
+    if not packed:
+        gates_s, vecs_s, h_s = gates.unbind(0), vecs.unbind(0), rhbuf[:, :, rsize:].unbind(0)
     gates_a, vecs_a, rh_a, c_a, r_a = (_addresses(f) for f in (gates, vecs, rhbuf, cbuf, rbuf))
     h_a = [a + rsize * x.element_size() for a in rh_a]
     step_inputs: list[tuple] = []
     reset_inputs: dict[int, tuple[Tensor, Tensor]] = {}  # ([r | h], c) entering a reset step
-    product, w_rh_t_a, w_i_t_a = kernels.packed_product, w_rh_t.data_ptr(), w_i_t.data_ptr()
+    if packed:
+        product, w_rh_t_a, w_i_t_a = kernels.packed_product, w_rh_t.data_ptr(), w_i_t.data_ptr()
     for t in _steps(range(steps), threads, batch):
-        rh_in_a, c_in_a = rh_a[t], c_a[t]
+        rh_in, rh_in_a, c_in_a = rh_s[t], rh_a[t], c_a[t]
         if t in resets:
             mask = resets[t]
-            rh_in, c_in = _masked(rh_s[t], mask), _masked(c_s[t], mask)
+            rh_in, c_in = _masked(rh_in, mask), _masked(c_s[t], mask)
             reset_inputs[t] = (rh_in, c_in)
             rh_in_a, c_in_a = ptr(rh_in), ptr(c_in)
             memory, usage, rw, ww = (_masked(f, mask) for f in (memory, usage, rw, ww))
             if links:
                 link, prec = _masked(link, mask), _masked(prec, mask)
-        product(batch, rhsize, 4 * hsize, rh_in_a, rhsize, w_rh_t_a, gates_a[t], 4 * hsize, 1, threads)
+        if packed:
+            product(batch, rhsize, 4 * hsize, rh_in_a, rhsize, w_rh_t_a, gates_a[t], 4 * hsize, 1, threads)
+        else:
+            gates_s[t].addmm_(rh_in[:, :rsize], w_r.t()).addmm_(rh_in[:, rsize:], w_hh.t())
         kernels.lstm_forward(batch, hsize, gates_a[t], c_in_a, h_a[t + 1], rhsize, c_a[t + 1], threads)
-        product(batch, hsize, vsize, h_a[t + 1], rhsize, w_i_t_a, vecs_a[t], vsize, 1, threads)
+        if packed:
+            product(batch, hsize, vsize, h_a[t + 1], rhsize, w_i_t_a, vecs_a[t], vsize, 1, threads)
+        else:
+            vecs_s[t].addmm_(h_s[t + 1], w_i.t())
         if t == last:  # the final state: new tensors (outputs)
             new_memory, new_usage = torch.empty_like(memory), torch.empty_like(usage)
             new_link = torch.empty_like(link) if links else link
@@ -393,13 +418,20 @@ def _backward(config, resets, buffers, x, w_ih, w_hh, w_i, state, grads, need_x:
     ptr = native._ptr
     w_ih_x = w_ih[:, :in_size]
     # [dr_{t-1} | dh_{t-1}] = dgates_t [W_r | W_hh]: one product per step into one buffer (read before the
-    # next step's product overwrites it); dh_t's part dvecs_t W_i. The weights packed once (see _packed).
-    w_rh = _packed(kernels, x, 4 * hsize, rhsize, [(w_ih[:, in_size:], 0, 0), (w_hh, 0, rsize)])
-    w_i_p = _packed(kernels, x, vsize, hsize, [(w_i, 0, 0)])
-    product, w_rh_a, w_i_a = kernels.packed_product, w_rh.data_ptr(), w_i_p.data_ptr()
+    # next step's product overwrites it); dh_t's part dvecs_t W_i. The weights packed once (see _packed);
+    # short calls: torch's products, [dr_{t-1} | dh_{t-1}] in two
+    w_r = w_ih[:, in_size:]
+    packed = _packs(steps, batch)
+    if packed:
+        w_rh = _packed(kernels, x, 4 * hsize, rhsize, [(w_r, 0, 0), (w_hh, 0, rsize)])
+        w_i_p = _packed(kernels, x, vsize, hsize, [(w_i, 0, 0)])
+        product, w_rh_a, w_i_a = kernels.packed_product, w_rh.data_ptr(), w_i_p.data_ptr()
     g_rh = x.new_empty(batch, rhsize)
     g_rh_a = g_rh.data_ptr()
     g_r_view, gh_view = g_rh[:, :rsize], g_rh[:, rsize:]
+    if not packed:
+        g_r_view, gh_view = x.new_empty(batch, rsize), x.new_empty(batch, hsize)
+        g_gates_s, g_vecs_s = g_gates.unbind(0), g_vecs.unbind(0)
     g_reads_t = x.new_empty(batch, rsize)  # dr_t from the output and from the next step's controller
     gh_vec = x.new_empty(batch, hsize)  # dvecs_t W_i: dh_t's part from the interface layer
     gc_pair = (x.new_empty(batch, hsize), x.new_empty(batch, hsize))  # dc_{t-1} written, dc_t read
@@ -457,7 +489,10 @@ def _backward(config, resets, buffers, x, w_ih, w_hh, w_i, state, grads, need_x:
         g_memory, g_usage, g_link, g_prec, g_rw, g_ww = outs
         own_grads = True
         next_memory = kept_memory
-        product(batch, vsize, hsize, g_vecs_a[t], vsize, w_i_a, gh_vec_a, hsize, 0, threads)
+        if packed:
+            product(batch, vsize, hsize, g_vecs_a[t], vsize, w_i_a, gh_vec_a, hsize, 0, threads)
+        else:
+            torch.mm(g_vecs_s[t], w_i, out=gh_vec)
         gc_prev = _other(gc_pair, gc)
         kernels.lstm_backward(  # dh_t = dvecs_t W_i + d hiddens[:, t] + the next step's dh_t
             batch,
@@ -477,7 +512,11 @@ def _backward(config, resets, buffers, x, w_ih, w_hh, w_i, state, grads, need_x:
             threads,
         )
         gc = gc_prev
-        product(batch, 4 * hsize, rhsize, g_gates_a[t], 4 * hsize, w_rh_a, g_rh_a, rhsize, 0, threads)
+        if packed:
+            product(batch, 4 * hsize, rhsize, g_gates_a[t], 4 * hsize, w_rh_a, g_rh_a, rhsize, 0, threads)
+        else:
+            torch.mm(g_gates_s[t], w_r, out=g_r_view)
+            torch.mm(g_gates_s[t], w_hh, out=gh_view)
         g_r, gh = g_r_view, gh_view
         if t in resets:  # the state entering step t was reset for these samples
             mask = resets[t]
