@@ -469,8 +469,7 @@ def main(argv: list[str] | None = None) -> None:
         print(table)
         if not args.quick:
             out = Path(args.out or ROOT / "benchmarks" / "results" / "dnc_threads.md")
-            command = "benchmarks/dnc_speed.py " + " ".join(sys.argv[1:] if argv is None else argv)
-            out.write_text(f"# DNC speed per thread count\n\n`{command}`\n\n{table}\n", encoding="utf-8")
+            _record(out, "DNC speed per thread count", _command(argv), table)
         return
     if args.breakdown or args.against:
         g = torch.Generator().manual_seed(1)
@@ -555,9 +554,25 @@ def main(argv: list[str] | None = None) -> None:
     table = "\n".join(lines)
     print(table)
     if not args.quick:
-        Path(args.out or ROOT / "benchmarks" / "results" / "dnc_speed.md").write_text(
-            "# DNC speed\n\n`.venv/bin/python benchmarks/dnc_speed.py`\n\n" + table + "\n", encoding="utf-8"
-        )
+        out = Path(args.out or ROOT / "benchmarks" / "results" / "dnc_speed.md")
+        _record(out, "DNC speed", _command(argv), table)
+
+
+def _command(argv: list[str] | None) -> str:
+    return " ".join([".venv/bin/python benchmarks/dnc_speed.py", *(sys.argv[1:] if argv is None else argv)])
+
+
+def _record(path: Path, title: str, command: str, table: str) -> None:
+    """Put a new measurement at the top of a results file, under its title, above the earlier ones and
+    their hand-written notes (kept as they are); the file is replaced atomically."""
+    from memagent.training.run import atomic_write_text
+
+    stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    head = f"# {title}\n"
+    old = path.read_text(encoding="utf-8") if path.exists() else ""
+    earlier = old[len(head) :].lstrip("\n") if old.startswith(head) else old
+    entry = f"## {stamp}: `{command}`\n\n{table}\n"
+    atomic_write_text(path, f"{head}\n{entry}" + (f"\n{earlier}" if earlier else ""))
 
 
 if __name__ == "__main__":
