@@ -423,7 +423,8 @@ def test_portable_build_runs_the_sequence(tmp_path, monkeypatch):
         product = kernels[dtype].packed_product
         product(11, 21, 45, a.data_ptr(), 21, packed.data_ptr(), out.data_ptr(), 45, 0, 1)
         torch.testing.assert_close(out, a @ w, rtol=1e-5, atol=1e-5)
-    model, x, starts = make_case(batch=4, steps=5)
+    model, x, starts = make_case(batch=4, steps=16)  # 64 rows: the packed products (see PACK_MIN_ROWS)
+    assert sequence._packs(16, 4)
     expected = run(model, x, starts)
     monkeypatch.setitem(native._STATE, "functions", kernels)
     for a, e in zip(run(model, x, starts), expected):

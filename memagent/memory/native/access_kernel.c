@@ -2226,7 +2226,6 @@ static inline FN(pv) FN(ldp)(const real *x) {
 
 /* out[0..MR, NP panels from the panel at pk] (+)= a[0..MR, :] w[:, those panels], a's block k-major (x);
  * width: lanes of the last of the NP panels that are columns of out */
-
 static inline __attribute__((always_inline)) void FN(product_block)(int K, const real *restrict x,
                                                                   const real *restrict pk, real *restrict out,
                                                                   int ldo, int width, int accumulate,

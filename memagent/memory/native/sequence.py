@@ -35,7 +35,8 @@ __all__ = ["dnc_sequence"]
 KEEP_AUX = True
 
 #: while the kernel splits its batch loops over threads, run torch's own small per-step ops (the
-#: controller's matrix products) on one thread inside the step loops (see :func:`_steps`)
+#: controller's matrix products of small calls, the resets' masks) on one thread inside the step loops
+#: (see :func:`_steps`)
 SERIAL_TORCH_IN_LOOP = True
 
 #: the controller's per-step products run against weights packed once per call (the kernel's
@@ -426,10 +427,10 @@ def _backward(config, resets, buffers, x, w_ih, w_hh, w_i, state, grads, need_x:
         w_rh = _packed(kernels, x, 4 * hsize, rhsize, [(w_r, 0, 0), (w_hh, 0, rsize)])
         w_i_p = _packed(kernels, x, vsize, hsize, [(w_i, 0, 0)])
         product, w_rh_a, w_i_a = kernels.packed_product, w_rh.data_ptr(), w_i_p.data_ptr()
-    g_rh = x.new_empty(batch, rhsize)
-    g_rh_a = g_rh.data_ptr()
-    g_r_view, gh_view = g_rh[:, :rsize], g_rh[:, rsize:]
-    if not packed:
+        g_rh = x.new_empty(batch, rhsize)
+        g_rh_a = g_rh.data_ptr()
+        g_r_view, gh_view = g_rh[:, :rsize], g_rh[:, rsize:]
+    else:
         g_r_view, gh_view = x.new_empty(batch, rsize), x.new_empty(batch, hsize)
         g_gates_s, g_vecs_s = g_gates.unbind(0), g_vecs.unbind(0)
     g_reads_t = x.new_empty(batch, rsize)  # dr_t from the output and from the next step's controller
