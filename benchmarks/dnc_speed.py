@@ -139,7 +139,8 @@ def train_step(model: nn.Module, x: torch.Tensor, target: torch.Tensor) -> None:
 
 def breakdown(x: torch.Tensor, target: torch.Tensor, rounds: int) -> str:
     """Where the native DNC's time goes (CPU, same process, interleaved rounds): the whole train step,
-    a no-grad forward, the same train step with the memory's C kernels replaced by no-ops (the
+    the same with the controller's per-step products in torch instead of against packed weights, a
+    no-grad forward, the same train step with the memory's C kernels replaced by no-ops (the
     controller's matrix products and LSTM cells, the framework and Python: the floor without memory
     work), and a small memory."""
     real = native.load()
@@ -169,9 +170,20 @@ def breakdown(x: torch.Tensor, target: torch.Tensor, rounds: int) -> str:
         finally:
             native._STATE["functions"] = real
 
+    def torch_products() -> None:
+        from memagent.memory.native import sequence
+
+        packing = sequence.PACK_MIN_ROWS
+        sequence.PACK_MIN_ROWS = sys.maxsize  # every call takes torch's products, as small calls do
+        try:
+            train_step(big, x, target)
+        finally:
+            sequence.PACK_MIN_ROWS = packing
+
     cases = {
         "nn.LSTM(64,128) + linear, train step": lambda: train_step(lstm, x, target),
         "DNC train step": lambda: train_step(big, x, target),
+        "DNC train step, the controller's products in torch (weights not packed)": torch_products,
         "DNC forward only (no grad)": no_grad_forward,
         "DNC train step, memory kernels replaced by no-ops (controller + framework floor)": floor,
         "DNC N=8, W=8, R=4, train step": lambda: train_step(small, x, target),

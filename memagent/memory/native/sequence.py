@@ -1,9 +1,9 @@
 """The whole DNC recurrence (LSTM controller + one-write-head memory access) over a sequence as one
 autograd node, on the native CPU kernel: the loop runs the controller's matrix products (against weights
 packed once per call; in torch for short calls, see :data:`PACK_MIN_ROWS`), the LSTM cell and the
-memory-access step in C, with no autograd bookkeeping per step; the
-hand-written backward runs the loop in reverse and forms the weight gradients at the end with one
-matrix product per weight (over all steps at once).
+memory-access step in C, with no autograd bookkeeping per step; the hand-written backward runs the loop
+in reverse and forms the weight gradients at the end with one matrix product per weight (over all steps
+at once).
 
 What it keeps for backward (the activation memory): per step the memory-access inputs (the link
 ``L_{t-1}``, usage, precedence, read and write weights; the memory ``M_{t-1}`` only every second step,
@@ -240,6 +240,7 @@ def _forward(config, x, w_ih, w_hh, b_gates, w_i, b_i, state, resets: dict[int, 
     rh_s, c_s = rhbuf.unbind(0), cbuf.unbind(0)
     if not packed:
         gates_s, vecs_s, h_s = gates.unbind(0), vecs.unbind(0), rhbuf[:, :, rsize:].unbind(0)
+        w_r_view_t, w_hh_view_t, w_i_view_t = w_r.t(), w_hh.t(), w_i.t()
     gates_a, vecs_a, rh_a, c_a, r_a = (_addresses(f) for f in (gates, vecs, rhbuf, cbuf, rbuf))
     h_a = [a + rsize * x.element_size() for a in rh_a]
     step_inputs: list[tuple] = []
@@ -259,12 +260,12 @@ def _forward(config, x, w_ih, w_hh, b_gates, w_i, b_i, state, resets: dict[int, 
         if packed:
             product(batch, rhsize, 4 * hsize, rh_in_a, rhsize, w_rh_t_a, gates_a[t], 4 * hsize, 1, threads)
         else:
-            gates_s[t].addmm_(rh_in[:, :rsize], w_r.t()).addmm_(rh_in[:, rsize:], w_hh.t())
+            gates_s[t].addmm_(rh_in[:, :rsize], w_r_view_t).addmm_(rh_in[:, rsize:], w_hh_view_t)
         kernels.lstm_forward(batch, hsize, gates_a[t], c_in_a, h_a[t + 1], rhsize, c_a[t + 1], threads)
         if packed:
             product(batch, hsize, vsize, h_a[t + 1], rhsize, w_i_t_a, vecs_a[t], vsize, 1, threads)
         else:
-            vecs_s[t].addmm_(h_s[t + 1], w_i.t())
+            vecs_s[t].addmm_(h_s[t + 1], w_i_view_t)
         if t == last:  # the final state: new tensors (outputs)
             new_memory, new_usage = torch.empty_like(memory), torch.empty_like(usage)
             new_link = torch.empty_like(link) if links else link
